@@ -1,0 +1,688 @@
+"""The container API: seal an image into a cover, grant it to a viewer, view it, change rights.
+
+Who calls what (all of it CPU-bound: run it in the stego pool or a thread,
+never on the reactor thread):
+
+* the server (``encrypt`` op): ``seal_job`` / ``seal`` -> ``Sealed`` (the PNG,
+  the image id and the content key, which the server then forgets);
+* the owner's client: ``open_own`` (see one's own image), ``grant`` (a copy
+  for one viewer: wrapped key + signed rights), ``sign_rights`` (a standalone
+  signed rights update to send to a viewer);
+* the viewer's client: ``peek`` (who is the owner? to look up their key),
+  ``status`` (views left, without using one), ``open_for_view`` (use one view,
+  get the image or, at zero, the cover), ``apply_rights`` (install an update).
+
+Every function exists twice: on PNG bytes (the public API) and on a
+``Carrier`` (``*_carrier``; the same logic over plain bytes, used by tests and
+by anything that already holds the hidden stream). Every reader raises only
+``cloudp2p.encryption.errors`` classes (and ``cloudp2p.errors.InvalidImage``
+for PNG bytes that are not an image).
+
+Image ids are 32 lowercase hex characters (16 random bytes) in this API.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import attrs
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from cloudp2p.encryption import format as fmt
+from cloudp2p.encryption.errors import (
+    ContainerError,
+    CorruptContainerError,
+    EncryptionError,
+    KeyFormatError,
+    NotAContainerError,
+    RightsError,
+    RightsMismatchError,
+    RightsOutdatedError,
+    WrongKeyError,
+)
+from cloudp2p.encryption.ledger import Ledger, LedgerEntry
+from cloudp2p.encryption.rights import Rights, SignedRights, user_id_text
+from cloudp2p.errors import InvalidImage
+
+# One public position key for every region of every container: regions are
+# told apart by their ``start`` offset, which the engine guarantees never
+# overlap under one key. Secrecy comes from the encryption, not from this key.
+POSITION_KEY = b"cloudp2p/container/v1"
+MAX_SECRET_SIZE = 256 * 1024 * 1024  # decompression limit for a hidden image
+DEFAULT_COMPRESS_LEVEL = 1  # PNG zlib level: 4-5x faster than 6 on photos for ~19% larger files
+
+
+def image_id_hex(raw: bytes) -> str:
+    return raw.hex()
+
+
+def image_id_bytes(text: Any) -> bytes:
+    if isinstance(text, bytes) and len(text) == fmt.IMAGE_ID_SIZE:
+        return text
+    try:
+        raw = bytes.fromhex(text) if isinstance(text, str) else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != fmt.IMAGE_ID_SIZE:
+        raise ContainerError(f"image id must be {2 * fmt.IMAGE_ID_SIZE} hex characters, got {text!r:.80}")
+    return raw
+
+
+# -- images <-> carriers ----------------------------------------------------------------------------------
+
+
+class ImageCarrier:
+    """The hidden stream of a cover array, at the container's key positions (stego engine)."""
+
+    def __init__(self, array: np.ndarray, key: bytes = POSITION_KEY) -> None:
+        from cloudp2p.stego import engine
+
+        self._engine = engine
+        self.array = array
+        self.key = key
+        self.capacity = engine.capacity_bits(array.shape) // 8
+
+    def read(self, start: int, n: int) -> bytes:
+        if start < 0 or n < 0 or start + n > self.capacity:
+            raise NotAContainerError(f"needs {start + n} hidden bytes, the image holds {self.capacity}")
+        return self._engine.extract(self.array, self.key, n, start=start)
+
+    def write(self, start: int, data: bytes) -> None:
+        self.array = self._engine.embed(self.array, data, self.key, start=start)
+
+
+def load_carrier(png: bytes) -> ImageCarrier:
+    """PNG bytes -> carrier; ``InvalidImage`` if not an image, ``NotAContainerError`` if too small."""
+    from cloudp2p.stego import imaging
+
+    if not isinstance(png, bytes | bytearray | memoryview):
+        raise InvalidImage("expected the image's bytes")
+    img = imaging.load_image(bytes(png))
+    return ImageCarrier(imaging.to_cover_array(img))
+
+
+def save_carrier(carrier: ImageCarrier, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> bytes:
+    from cloudp2p.stego import imaging
+
+    return imaging.save_png(carrier.array, compress_level=compress_level)
+
+
+# -- results ---------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(repr=False)
+class Sealed:
+    """What ``seal`` produces. ``content_key`` is secret: the server hands it to the owner and forgets it."""
+
+    png: bytes
+    image_id: str
+    content_key: bytes
+    payload_hash: bytes
+    cover: str = ""  # how the cover was chosen (library name, scaled, supplied...)
+    psnr: float | None = None  # of the result against the cover, dB
+
+    def __repr__(self) -> str:
+        return f"Sealed(image_id={self.image_id!r}, png=<{len(self.png)} bytes>, cover={self.cover!r})"
+
+
+@attrs.frozen
+class OwnImage:
+    image: bytes  # the secret image file, as the owner sent it
+    image_id: str
+    payload_hash: bytes
+
+
+@attrs.frozen
+class Envelope:
+    """What the viewer's key reveals before any check: use ``owner_id`` to look up the owner's key."""
+
+    image_id: str
+    owner_id: str
+    viewer_id: str
+    version: int
+    views: int
+
+
+@attrs.frozen
+class ViewStatus:
+    image_id: str
+    rights: Rights  # the newest verified rights (from the image or the ledger)
+    views_used: int  # max(image counter, ledger)
+    views_left: int
+
+
+@attrs.frozen(repr=False)
+class ViewResult:
+    """The outcome of one view.
+
+    ``image`` is the secret image (bytes of the original file) or ``None`` when
+    no view was left; then show ``cover_png``, the stego image itself, which
+    looks like the cover. ``png`` is the container to store back in place of
+    the old file (its views-used counter is updated); ``consumed`` says whether
+    this call used a view.
+    """
+
+    image: bytes | None
+    cover_png: bytes
+    png: bytes
+    status: ViewStatus
+    consumed: bool
+
+    @property
+    def views_left(self) -> int:
+        return self.status.views_left
+
+    def __repr__(self) -> str:
+        shown = "image" if self.image is not None else "cover"
+        return f"ViewResult({shown}, views_left={self.views_left}, consumed={self.consumed})"
+
+
+# -- server side: seal -----------------------------------------------------------------------------------
+
+
+def prepare_secret(secret: bytes) -> bytes:
+    """Check that ``secret`` is an image (``InvalidImage`` if not) and compress it for hiding."""
+    from cloudp2p.stego import imaging
+
+    if not isinstance(secret, bytes | bytearray) or not secret:
+        raise InvalidImage("the image to hide is empty")
+    imaging.load_image(bytes(secret))
+    return fmt.compress_secret(bytes(secret))
+
+
+def needed_bits(compressed: bytes) -> int:
+    return fmt.needed_bytes(len(compressed)) * 8
+
+
+def seal_carrier(carrier: fmt.Carrier, compressed: bytes, *, image_id: bytes | None = None) -> Sealed:
+    """Write a fresh owner's container of ``compressed`` (from ``compress_secret``) into ``carrier``."""
+    image_id = os.urandom(fmt.IMAGE_ID_SIZE) if image_id is None else image_id_bytes(image_id)
+    content_key = os.urandom(fmt.KEY_SIZE)
+    header, ciphertext = fmt.encrypt_payload(content_key, compressed, image_id)
+    if header.total_size > carrier.capacity:
+        raise ContainerError(
+            f"the cover holds {carrier.capacity} hidden bytes, {header.total_size} are needed"
+        )
+    fmt.write_new(carrier, header, ciphertext)
+    return Sealed(
+        png=b"",
+        image_id=image_id_hex(image_id),
+        content_key=content_key,
+        payload_hash=fmt.payload_hash(ciphertext),
+    )
+
+
+def seal(
+    secret: bytes,
+    cover: np.ndarray,
+    *,
+    image_id: str | None = None,
+    compress_level: int = DEFAULT_COMPRESS_LEVEL,
+    cover_description: str = "",
+) -> Sealed:
+    """Hide ``secret`` (an image file's bytes) in ``cover`` (uint8 H x W x C); a fresh content key.
+
+    Raises ``InvalidImage`` if ``secret`` is not an image, the stego engine's
+    ``CapacityError`` if the cover is too small.
+    """
+    from cloudp2p.stego import engine, imaging
+
+    compressed = prepare_secret(secret)
+    need = needed_bits(compressed)
+    if need > engine.capacity_bits(cover.shape):
+        raise engine.CapacityError(
+            f"the cover holds {engine.capacity_bits(cover.shape)} bits, the image needs {need}"
+        )
+    carrier = ImageCarrier(cover)
+    sealed = seal_carrier(carrier, compressed, image_id=image_id)
+    png = imaging.save_png(carrier.array, compress_level=compress_level)
+    return attrs.evolve(
+        sealed, png=png, cover=cover_description, psnr=float(imaging.psnr(cover, carrier.array))
+    )
+
+
+def seal_job(secret: bytes, cover: bytes | None, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> Sealed:
+    """The whole server-side job, for a worker process: check, pick a cover, hide, encode the PNG."""
+    from cloudp2p.stego import covers
+
+    compressed = prepare_secret(secret)
+    array, description = covers.choose_cover(needed_bits(compressed), cover)
+    return seal(secret, array, compress_level=compress_level, cover_description=description)
+
+
+# -- owner side ------------------------------------------------------------------------------------------
+
+
+def open_own_carrier(carrier: fmt.Carrier, content_key: bytes) -> OwnImage:
+    header = fmt.read_header(carrier)
+    ciphertext = fmt.read_payload(carrier, header)
+    compressed = fmt.decrypt_payload(content_key, header, ciphertext)
+    return OwnImage(
+        image=fmt.decompress_secret(compressed, limit=MAX_SECRET_SIZE),
+        image_id=image_id_hex(header.image_id),
+        payload_hash=fmt.payload_hash(ciphertext),
+    )
+
+
+def open_own(png: bytes, content_key: bytes) -> OwnImage:
+    """The owner sees their own image with the content key the server returned."""
+    return open_own_carrier(load_carrier(png), content_key)
+
+
+def sign_rights(
+    *,
+    owner_ed25519: Ed25519PrivateKey,
+    owner_id: str | int,
+    viewer_id: str | int,
+    image_id: str,
+    payload_hash: bytes,
+    views: int,
+    version: int,
+    issued_at_ms: int | None = None,
+) -> bytes:
+    """A signed rights blob (at most 262 bytes; base64 it to put it in JSON) for ``apply_rights``.
+
+    ``views`` is the total number of views allowed (0 revokes); ``version``
+    must be higher than any earlier rights for this viewer and image.
+    """
+    fields = {} if issued_at_ms is None else {"issued_at_ms": issued_at_ms}
+    rights = Rights(
+        owner_id=owner_id,
+        viewer_id=viewer_id,
+        image_id=image_id_bytes(image_id),
+        views=views,
+        version=version,
+        payload_hash=payload_hash,
+        **fields,
+    )
+    return rights.sign(owner_ed25519).to_bytes()
+
+
+def grant_carrier(
+    carrier: fmt.Carrier,
+    content_key: bytes,
+    *,
+    owner_ed25519: Ed25519PrivateKey,
+    owner_id: str | int,
+    viewer_id: str | int,
+    viewer_x25519_pub: bytes,
+    views: int,
+    version: int = 1,
+) -> Rights:
+    header = fmt.read_header(carrier)
+    ciphertext = fmt.read_payload(carrier, header)
+    fmt.decrypt_payload(content_key, header, ciphertext)  # never grant a key that does not open the image
+    blob = sign_rights(
+        owner_ed25519=owner_ed25519,
+        owner_id=owner_id,
+        viewer_id=viewer_id,
+        image_id=image_id_hex(header.image_id),
+        payload_hash=fmt.payload_hash(ciphertext),
+        views=views,
+        version=version,
+    )
+    signed = SignedRights.from_bytes(blob)
+    carrier.write(fmt.WRAP_START, fmt.wrap(content_key, signed, viewer_x25519_pub, header.image_id))
+    counter = fmt.encode_counter(content_key, header.image_id, signed.rights.viewer_id, 0, version)
+    carrier.write(fmt.COUNTER_START, counter)
+    return signed.rights
+
+
+def grant(
+    png: bytes,
+    content_key: bytes,
+    *,
+    owner_ed25519: Ed25519PrivateKey,
+    owner_id: str | int,
+    viewer_id: str | int,
+    viewer_x25519_pub: bytes,
+    views: int,
+    version: int = 1,
+    compress_level: int = DEFAULT_COMPRESS_LEVEL,
+) -> bytes:
+    """The viewer's copy of the owner's image: content key wrapped to the viewer, signed rights, 0 used."""
+    carrier = load_carrier(png)
+    grant_carrier(
+        carrier,
+        content_key,
+        owner_ed25519=owner_ed25519,
+        owner_id=owner_id,
+        viewer_id=viewer_id,
+        viewer_x25519_pub=viewer_x25519_pub,
+        views=views,
+        version=version,
+    )
+    return save_carrier(carrier, compress_level)
+
+
+# -- viewer side -----------------------------------------------------------------------------------------
+
+
+@attrs.define
+class _Opened:
+    header: fmt.Header
+    content_key: bytes
+    signed: SignedRights  # as found in the image, unverified
+
+
+def _open_wrap(carrier: fmt.Carrier, viewer_x25519: X25519PrivateKey) -> _Opened:
+    if not isinstance(viewer_x25519, X25519PrivateKey):
+        raise KeyFormatError("viewer key: expected an X25519 private key")
+    header = fmt.read_header(carrier)
+    content_key, signed = fmt.unwrap(
+        carrier.read(fmt.WRAP_START, fmt.WRAP_SIZE), viewer_x25519, header.image_id
+    )
+    return _Opened(header, content_key, signed)
+
+
+def peek_carrier(carrier: fmt.Carrier, viewer_x25519: X25519PrivateKey) -> Envelope:
+    opened = _open_wrap(carrier, viewer_x25519)
+    r = opened.signed.rights
+    return Envelope(image_id_hex(opened.header.image_id), r.owner_id, r.viewer_id, r.version, r.views)
+
+
+def peek(png: bytes, viewer_x25519: X25519PrivateKey) -> Envelope:
+    """Unverified: who the image claims to come from. Look up ``owner_id``'s Ed25519 key, then view."""
+    return peek_carrier(load_carrier(png), viewer_x25519)
+
+
+def _verify(
+    signed: SignedRights, header: fmt.Header, *, viewer_id: str, owner_id: str, owner_pub: bytes
+) -> Rights:
+    rights = signed.verify(owner_pub)
+    if rights.image_id != header.image_id:
+        raise RightsMismatchError(
+            f"the rights are for image {rights.image_id.hex()}, this is image {header.image_id.hex()}"
+        )
+    if rights.viewer_id != viewer_id:
+        raise RightsMismatchError(f"the rights are for viewer {rights.viewer_id!r}, not {viewer_id!r}")
+    if rights.owner_id != owner_id:
+        raise RightsMismatchError(
+            f"the rights are signed as owner {rights.owner_id!r}, expected {owner_id!r}"
+        )
+    return rights
+
+
+@attrs.define
+class _ViewerState:
+    opened: _Opened
+    newest: SignedRights  # the verified newest rights (image or ledger)
+    image_used: int
+    ledger: LedgerEntry
+
+    @property
+    def views_used(self) -> int:
+        return max(self.image_used, self.ledger.views_used)
+
+    def status(self) -> ViewStatus:
+        rights = self.newest.rights
+        return ViewStatus(
+            image_id=image_id_hex(rights.image_id),
+            rights=rights,
+            views_used=self.views_used,
+            views_left=max(0, rights.views - self.views_used),
+        )
+
+
+def _newer(a: SignedRights, b: SignedRights) -> SignedRights:
+    """The rights that win: the higher version; on a tie (an owner's mistake) the smaller grant."""
+    ka = (a.rights.version, -a.rights.views)
+    kb = (b.rights.version, -b.rights.views)
+    return a if ka >= kb else b
+
+
+def _viewer_state(
+    carrier: fmt.Carrier,
+    *,
+    viewer_x25519: X25519PrivateKey,
+    viewer_id: str | int,
+    owner_id: str | int,
+    owner_ed25519_pub: bytes,
+    ledger_entry: LedgerEntry,
+) -> _ViewerState:
+    viewer_id, owner_id = user_id_text(viewer_id), user_id_text(owner_id)
+    opened = _open_wrap(carrier, viewer_x25519)
+    check = {"viewer_id": viewer_id, "owner_id": owner_id, "owner_pub": owner_ed25519_pub}
+    _verify(opened.signed, opened.header, **check)
+    newest = opened.signed
+    if ledger_entry.rights is not None:
+        try:
+            recorded = SignedRights.from_bytes(ledger_entry.rights)
+            _verify(recorded, opened.header, **check)
+        except RightsError as e:
+            raise CorruptContainerError(f"the ledger's rights for this image do not verify: {e}") from None
+        newest = _newer(recorded, newest)
+    region = carrier.read(fmt.COUNTER_START, fmt.COUNTER_SIZE)
+    used, _version = fmt.decode_counter(region, opened.content_key, opened.header.image_id, viewer_id)
+    return _ViewerState(opened, newest, used, ledger_entry)
+
+
+def _rewrite(
+    carrier: fmt.Carrier, state: _ViewerState, viewer_x25519: X25519PrivateKey, views_used: int
+) -> None:
+    """Write the newest rights (if the image holds older ones) and the views-used counter."""
+    header, key = state.opened.header, state.opened.content_key
+    rights = state.newest.rights
+    if state.newest.to_bytes() != state.opened.signed.to_bytes():
+        viewer_pub = viewer_x25519.public_key().public_bytes_raw()
+        carrier.write(fmt.WRAP_START, fmt.wrap(key, state.newest, viewer_pub, header.image_id))
+    carrier.write(
+        fmt.COUNTER_START,
+        fmt.encode_counter(key, header.image_id, rights.viewer_id, views_used, rights.version),
+    )
+
+
+def status_carrier(
+    carrier: fmt.Carrier, *, viewer_x25519, viewer_id, owner_id, owner_ed25519_pub, ledger
+) -> ViewStatus:
+    image_id = image_id_hex(fmt.read_header(carrier).image_id)
+    state = _viewer_state(
+        carrier,
+        viewer_x25519=viewer_x25519,
+        viewer_id=viewer_id,
+        owner_id=owner_id,
+        owner_ed25519_pub=owner_ed25519_pub,
+        ledger_entry=ledger.get(image_id),
+    )
+    return state.status()
+
+
+def status(
+    png: bytes,
+    *,
+    viewer_x25519: X25519PrivateKey,
+    viewer_id: str | int,
+    owner_id: str | int,
+    owner_ed25519_pub: bytes,
+    ledger: Ledger,
+) -> ViewStatus:
+    """Views left for this viewer, without using one."""
+    return status_carrier(
+        load_carrier(png),
+        viewer_x25519=viewer_x25519,
+        viewer_id=viewer_id,
+        owner_id=owner_id,
+        owner_ed25519_pub=owner_ed25519_pub,
+        ledger=ledger,
+    )
+
+
+def view_carrier(
+    carrier: fmt.Carrier, *, viewer_x25519, viewer_id, owner_id, owner_ed25519_pub, ledger: Ledger
+) -> tuple[bytes | None, ViewStatus, bool]:
+    """(secret image or None, status after the view, whether the carrier changed)."""
+    image_id = image_id_hex(fmt.read_header(carrier).image_id)
+    found: dict[str, Any] = {}
+
+    def consume(entry: LedgerEntry) -> LedgerEntry:
+        # Runs under the ledger's lock: the check and the record are one step.
+        state = _viewer_state(
+            carrier,
+            viewer_x25519=viewer_x25519,
+            viewer_id=viewer_id,
+            owner_id=owner_id,
+            owner_ed25519_pub=owner_ed25519_pub,
+            ledger_entry=entry,
+        )
+        found["state"] = state
+        left = state.status().views_left
+        if left <= 0:
+            found["image"] = None
+            return LedgerEntry(state.views_used, state.newest.rights.version, state.newest.to_bytes())
+        header, key = state.opened.header, state.opened.content_key
+        ciphertext = fmt.read_payload(carrier, header)
+        try:
+            compressed = fmt.decrypt_payload(key, header, ciphertext)
+        except WrongKeyError:  # the key came from an authenticated wrap: the payload is damaged
+            raise CorruptContainerError("the hidden image fails its integrity check") from None
+        if fmt.payload_hash(ciphertext) != state.newest.rights.payload_hash:
+            raise RightsMismatchError("the rights were signed for another payload than the one in this image")
+        found["image"] = fmt.decompress_secret(compressed, limit=MAX_SECRET_SIZE)
+        # The ledger is written first (here, before returning): if the process dies before the
+        # image file is rewritten, the view is still counted. Failing safe costs the viewer a view.
+        return LedgerEntry(state.views_used + 1, state.newest.rights.version, state.newest.to_bytes())
+
+    entry = ledger.update(image_id, consume)
+    state = found["state"]
+    consumed = found["image"] is not None
+    stale_rights = state.newest.to_bytes() != state.opened.signed.to_bytes()
+    if consumed or state.image_used < entry.views_used or stale_rights:
+        _rewrite(carrier, state, viewer_x25519, entry.views_used)
+        changed = True
+    else:
+        changed = False
+    final = attrs.evolve(state, image_used=entry.views_used, ledger=entry)
+    return found["image"], final.status(), changed
+
+
+def open_for_view(
+    png: bytes,
+    *,
+    viewer_x25519: X25519PrivateKey,
+    viewer_id: str | int,
+    owner_id: str | int,
+    owner_ed25519_pub: bytes,
+    ledger: Ledger,
+    compress_level: int = DEFAULT_COMPRESS_LEVEL,
+) -> ViewResult:
+    """Use one view: the secret image while views remain (recorded in ledger and image), else the cover.
+
+    Refuses (``RightsError``) rights not signed by ``owner_ed25519_pub``, or
+    signed for another image, viewer or owner; ``WrongKeyError`` if the image was
+    not shared with this viewer. Store ``result.png`` in place of the old file.
+    """
+    png = bytes(png)
+    carrier = load_carrier(png)
+    image, st, changed = view_carrier(
+        carrier,
+        viewer_x25519=viewer_x25519,
+        viewer_id=viewer_id,
+        owner_id=owner_id,
+        owner_ed25519_pub=owner_ed25519_pub,
+        ledger=ledger,
+    )
+    new_png = save_carrier(carrier, compress_level) if changed else png
+    return ViewResult(image=image, cover_png=new_png, png=new_png, status=st, consumed=image is not None)
+
+
+def apply_rights_carrier(
+    carrier: fmt.Carrier,
+    blob: bytes,
+    *,
+    viewer_x25519,
+    viewer_id,
+    owner_id,
+    owner_ed25519_pub,
+    ledger: Ledger,
+) -> ViewStatus:
+    image_id = image_id_hex(fmt.read_header(carrier).image_id)
+    try:
+        update = SignedRights.from_bytes(blob)
+    except RightsError as e:
+        raise RightsError(f"the rights update does not parse: {e.detail}") from None
+    found: dict[str, Any] = {}
+
+    def install(entry: LedgerEntry) -> LedgerEntry:
+        state = _viewer_state(
+            carrier,
+            viewer_x25519=viewer_x25519,
+            viewer_id=viewer_id,
+            owner_id=owner_id,
+            owner_ed25519_pub=owner_ed25519_pub,
+            ledger_entry=entry,
+        )
+        _verify(
+            update,
+            state.opened.header,
+            viewer_id=user_id_text(viewer_id),
+            owner_id=user_id_text(owner_id),
+            owner_pub=owner_ed25519_pub,
+        )
+        if update.rights.payload_hash != state.opened.signed.rights.payload_hash:
+            raise RightsMismatchError("the rights update was signed for another payload")
+        if update.rights.version <= state.newest.rights.version:
+            raise RightsOutdatedError(
+                f"version {update.rights.version} is not newer than version {state.newest.rights.version}"
+            )
+        state.newest = update
+        found["state"] = state
+        return LedgerEntry(state.views_used, update.rights.version, update.to_bytes())
+
+    entry = ledger.update(image_id, install)
+    state = found["state"]
+    _rewrite(carrier, state, viewer_x25519, entry.views_used)
+    return attrs.evolve(state, image_used=entry.views_used, ledger=entry).status()
+
+
+def apply_rights(
+    png: bytes,
+    blob: bytes,
+    *,
+    viewer_x25519: X25519PrivateKey,
+    viewer_id: str | int,
+    owner_id: str | int,
+    owner_ed25519_pub: bytes,
+    ledger: Ledger,
+    compress_level: int = DEFAULT_COMPRESS_LEVEL,
+) -> tuple[bytes, ViewStatus]:
+    """Install a newer signed rights blob from the owner: (new PNG to store, status).
+
+    ``RightsOutdatedError`` if it is not newer than the rights in the image and the
+    ledger (an older version never overrides a newer one); the ledger records
+    it first, so the update holds even if the file is later replaced.
+    """
+    carrier = load_carrier(png)
+    st = apply_rights_carrier(
+        carrier,
+        blob,
+        viewer_x25519=viewer_x25519,
+        viewer_id=viewer_id,
+        owner_id=owner_id,
+        owner_ed25519_pub=owner_ed25519_pub,
+        ledger=ledger,
+    )
+    return save_carrier(carrier, compress_level), st
+
+
+__all__ = [
+    "DEFAULT_COMPRESS_LEVEL",
+    "EncryptionError",
+    "Envelope",
+    "ImageCarrier",
+    "OwnImage",
+    "Sealed",
+    "ViewResult",
+    "ViewStatus",
+    "apply_rights",
+    "grant",
+    "open_for_view",
+    "open_own",
+    "peek",
+    "seal",
+    "seal_job",
+    "sign_rights",
+    "status",
+]
