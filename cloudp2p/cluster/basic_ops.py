@@ -1,0 +1,73 @@
+"""The cluster's own operations: ``ping``, ``work`` (CPU-bound, for load tests) and ``status``.
+
+They need from the server object: ``id``, ``reactor``, ``node`` (the
+``ClusterNode``), ``router`` (the ``Router``) and ``cpu_pool`` (a started
+``twisted.python.threadpool.ThreadPool``) for ``work``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from twisted.internet import threads
+
+from cloudp2p.ops import Handler, OpError, RequestContext
+
+WORK_UNIT_BYTES = 1 << 20  # one unit of work hashes one MiB (a few milliseconds of CPU)
+MAX_WORK_UNITS = 5_000
+_BLOCK = bytes(range(256)) * (WORK_UNIT_BYTES // 256)
+
+
+def do_work(units: int) -> str:
+    """Hash ``units`` MiB with SHA-256; runs in a pool thread (hashlib releases the GIL)."""
+    digest = hashlib.sha256()
+    for _ in range(units):
+        digest.update(_BLOCK)
+    return digest.hexdigest()
+
+
+class WorkQueue:
+    """Bounds how much ``work`` may wait for the pool: past ``limit`` waiting, refuse."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.waiting = 0
+
+
+def ops(server: Any) -> dict[str, Handler]:
+    queue = WorkQueue(getattr(server, "work_queue_limit", 64))
+
+    async def ping(ctx: RequestContext, args: dict[str, Any]) -> dict[str, Any]:
+        if args:
+            raise OpError("bad_args", "ping takes no arguments")
+        return {"server": server.id, "term": server.node.term, "time": server.reactor.seconds()}
+
+    async def work(ctx: RequestContext, args: dict[str, Any]) -> dict[str, Any]:
+        units = args.get("units", 1)
+        if set(args) - {"units"}:
+            raise OpError("bad_args", "work takes only 'units'")
+        if not isinstance(units, int) or isinstance(units, bool) or not 1 <= units <= MAX_WORK_UNITS:
+            raise OpError("bad_args", f"units must be an integer from 1 to {MAX_WORK_UNITS}")
+        if queue.waiting >= queue.limit:
+            raise OpError("busy", "this server has too much work queued; try again later")
+        queue.waiting += 1
+        started = time.perf_counter()
+        try:
+            digest = await threads.deferToThreadPool(server.reactor, server.cpu_pool, do_work, units)
+        finally:
+            queue.waiting -= 1
+        return {
+            "server": server.id,
+            "units": units,
+            "digest": digest,
+            "seconds": round(time.perf_counter() - started, 6),
+        }
+
+    async def status(ctx: RequestContext, args: dict[str, Any]) -> dict[str, Any]:
+        if args:
+            raise OpError("bad_args", "status takes no arguments")
+        return server.router.status()
+
+    return {"ping": ping, "work": work, "status": status}
