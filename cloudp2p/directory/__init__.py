@@ -1,0 +1,69 @@
+"""The Directory of Service: users, sessions, presence, shared images and queued messages.
+
+Wiring into a server::
+
+    from cloudp2p.directory import open_store, ops
+    store = open_store(config["directory"], reactor)   # returns at once; migrates in the background
+    registry.update(ops(server))                         # server.directory = store
+    ...
+    yield store.close()                                  # on stopService
+
+Two backends behind one ``Store``: SQLite (``backend = "sqlite"``, one file the
+local servers share) and MySQL/MariaDB (``backend = "mysql"``, ``url``).
+See docs/directory.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cloudp2p.directory.config import SECTION, parse_mysql_url
+from cloudp2p.directory.db import Database
+from cloudp2p.directory.ops import ops
+from cloudp2p.directory.store import Store
+
+__all__ = ["SECTION", "Store", "make_dialect", "open_store", "ops"]
+
+
+def make_dialect(section: dict[str, Any]) -> Any:
+    """The dialect for a validated ``[directory]`` section."""
+    if section["backend"] == "mysql":
+        from cloudp2p.directory.mysql import MySQLDialect
+
+        return MySQLDialect(parse_mysql_url(section["url"]), busy_timeout=section["busy_timeout"])
+    from cloudp2p.directory.sqlite import SQLiteDialect
+
+    return SQLiteDialect(section["path"], busy_timeout=section["busy_timeout"])
+
+
+def open_store(section: dict[str, Any], reactor: Any, *, clock: Any = None) -> Store:
+    """A started ``Store`` for a validated ``[directory]`` section (``SECTION`` defaults filled in).
+
+    The schema is created or upgraded on a database thread; operations wait for it, and
+    ``store.when_ready()`` fires when it is done (or errbacks if the database cannot be opened).
+    For MySQL the database named in the URL is created if it does not exist.
+    """
+    dialect = make_dialect(section)
+    db = Database(dialect, reactor, pool_size=section["pool_size"])
+    store = Store(
+        db,
+        reactor,
+        presence_ttl=float(section["presence_ttl"]),
+        session_ttl=float(section["session_ttl"]),
+        journal_ttl=float(section["journal_ttl"]),
+        cleanup_interval=float(section["cleanup_interval"]),
+        scrypt_n=section["scrypt_n"],
+        max_queue=section["max_queue"],
+        max_body=section["max_body"],
+        max_images=section["max_images"],
+        clock=clock,
+    )
+    store.start()
+    return store
+
+
+def default_section(**overrides: Any) -> dict[str, Any]:
+    """A validated ``[directory]`` section: the defaults with ``overrides`` (for tools and tests)."""
+    from cloudp2p.config import Schema
+
+    return Schema((SECTION,)).validate({"directory": overrides})["directory"]

@@ -1,0 +1,94 @@
+"""The ``[directory]`` section of the server configuration.
+
+::
+
+    [directory]
+    backend = "sqlite"                      # or "mysql"
+    path = "var/directory.sqlite3"          # sqlite: one file shared by the local servers
+    url = "mysql://root@127.0.0.1:3306/cloudp2p"   # mysql
+    presence_ttl = 30.0                     # seconds without a heartbeat before a user shows offline
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote, urlsplit
+
+import attrs
+
+from cloudp2p.config import Field, Section, in_range, one_of, positive
+
+DEFAULT_URL = "mysql://root@127.0.0.1:3306/cloudp2p"
+_DB_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
+@attrs.frozen
+class MySQLURL:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+
+def parse_mysql_url(value: str) -> MySQLURL:
+    """``mysql://user:password@host:port/database`` -> ``MySQLURL``; ``ValueError`` says what is wrong."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port or 3306
+    except ValueError as e:
+        raise ValueError(f"not a valid URL {value!r}: {e}") from None
+    if parts.scheme != "mysql":
+        raise ValueError(f"expected a URL like {DEFAULT_URL}, got {value!r}")
+    if not parts.hostname:
+        raise ValueError(f"no host in {value!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"no query or fragment allowed in {value!r}")
+    database = parts.path.lstrip("/")
+    if not _DB_NAME.fullmatch(database):
+        raise ValueError(f"database name in {value!r} must be 1 to 64 characters: letters, digits and '_'")
+    return MySQLURL(
+        host=parts.hostname,
+        port=port,
+        user=unquote(parts.username or "root"),
+        password=unquote(parts.password or ""),
+        database=database,
+    )
+
+
+def _check_url(value: str) -> str:
+    parse_mysql_url(value)
+    return value
+
+
+def _check_path(value: str) -> str:
+    if not value or "\x00" in value:
+        raise ValueError("must be a file path")
+    return value
+
+
+def _power_of_two(value: int) -> int:
+    if value < 2 or value & (value - 1) or value > 2**20:
+        raise ValueError(f"must be a power of two between 2 and 2**20, got {value}")
+    return value
+
+
+SECTION = Section(
+    name="directory",
+    doc="The Directory of Service: users, sessions, presence, shared images and queued messages.",
+    fields={
+        "backend": Field(str, "sqlite", one_of("sqlite", "mysql"), "sqlite (embedded file) or mysql"),
+        "path": Field(str, "var/directory.sqlite3", _check_path, "sqlite: the database file"),
+        "url": Field(str, DEFAULT_URL, _check_url, "mysql: mysql://user:password@host:port/database"),
+        "pool_size": Field(int, 4, in_range(1, 64), "database threads (one connection each)"),
+        "presence_ttl": Field((int, float), 30.0, positive, "seconds of silence before a user is offline"),
+        "session_ttl": Field((int, float), 86400.0, positive, "seconds a session lives after its last use"),
+        "journal_ttl": Field((int, float), 3600.0, positive, "seconds a request's recorded reply is kept"),
+        "cleanup_interval": Field((int, float), 60.0, positive, "seconds between purges of expired rows"),
+        "busy_timeout": Field((int, float), 10.0, positive, "seconds to wait for a database lock"),
+        "scrypt_n": Field(int, 16384, _power_of_two, "scrypt cost for new password hashes"),
+        "max_queue": Field(int, 1000, in_range(1, 1_000_000), "queued messages kept per user"),
+        "max_body": Field(int, 16384, in_range(256, 40_000), "bytes of JSON in one queued message"),
+        "max_images": Field(int, 256, in_range(1, 100_000), "images one user may publish"),
+    },
+)
