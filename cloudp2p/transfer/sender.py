@@ -1,0 +1,353 @@
+"""The sending side: an ``Offer`` (one port, one payload) serving ``SendSession`` s (one per fetch).
+
+State machine of a ``SendSession`` (see docs/transfer.md)::
+
+    (REQUEST accepted) --> SENDING --(every chunk acked)--> DONE
+                              |--(receiver sent CLOSE)-----> CLOSED
+                              |--(peer silent peer_timeout)-> TIMED_OUT
+                              `--(offer closed)------------> CLOSED
+
+The offer answers every REQUEST for its transfer id: it refuses (REFUSE, with a
+code) a request whose size or SHA-256 does not match, whose parameters are bad,
+or that goes over the per-peer limit; otherwise it replies ACCEPT and starts a
+session that pushes chunks under a window of ``min(cwnd, receiver window)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import zlib
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from cloudp2p.transfer import wire
+from cloudp2p.transfer.congestion import Aimd
+from cloudp2p.transfer.rtt import RttEstimator
+
+if TYPE_CHECKING:
+    from cloudp2p.transfer.manager import Offer, TransferManager
+
+Address = tuple[str, int]
+Progress = Callable[[int, int], object]
+
+
+def decode_have(text: Any, chunks: int) -> bytearray | None:
+    """The REQUEST ``have`` field (base64 of zlib of one 0/1 byte per chunk) -> bytearray.
+
+    Raises ``ValueError`` if it is not that."""
+    if text is None:
+        return None
+    if not isinstance(text, str) or len(text) > wire.MAX_CONTROL_SIZE:
+        raise ValueError("have must be a base64 string")
+    try:
+        d = zlib.decompressobj()
+        raw = d.decompress(base64.b64decode(text, validate=True), chunks + 1)
+    except (binascii.Error, zlib.error):
+        raise ValueError("have is not base64 of zlib data") from None
+    if len(raw) != chunks or d.unconsumed_tail:
+        raise ValueError("have does not have one byte per chunk")
+    if raw.count(0) + raw.count(1) != chunks:
+        raise ValueError("have bytes must be 0 or 1")
+    return bytearray(raw)
+
+
+def encode_have(have: bytearray) -> str:
+    return base64.b64encode(zlib.compress(bytes(have), 6)).decode()
+
+
+class SendSession:
+    """Pushes one offer's chunks to one receiver, reliably, with congestion control."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        offer: Offer,
+        peer: Address,
+        nonce: str,
+        chunk_size: int,
+        window: int,
+        have: bytearray | None,
+    ) -> None:
+        self.offer = offer
+        self.manager: TransferManager = offer.manager
+        config = self.manager.config
+        self.clock = self.manager.clock
+        self.peer = peer
+        self.nonce = nonce
+        self.cs = chunk_size
+        self.size = offer.size
+        self.n = n = max(1, -(-offer.size // chunk_size))
+        self.view = offer.view
+        self.encoder = wire.DataEncoder(offer.tid)
+        self.rwnd = max(1, window)
+        self.rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
+        self.cc = Aimd(initial=16, minimum=2, maximum=config.max_window)
+        self.burst = config.burst
+        self.peer_timeout = config.peer_timeout
+        self.acked = bytearray(n) if have is None else bytearray(have)
+        self.sent_at = [0.0] * n
+        self.retx = bytearray(n)
+        self.lost = bytearray(n)
+        self.queue: deque[int] = deque()
+        self.lost_pending = 0
+        self.outstanding = 0
+        self.acked_count = self.acked.count(1)
+        self.una = self.acked.find(0)
+        if self.una < 0:
+            self.una = n
+        self.next_new = self.una
+        self.recovery_until = 0.0
+        self.last_heard = self.clock.seconds()
+        self.state = "SENDING"
+        self.retransmits = 0
+        self.sent = 0
+        self._timer: Any = None
+        self._pump_call: Any = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._arm(self.rtt.rto)
+        if self.una >= self.n:  # the receiver already had everything
+            self._end("DONE")
+            return
+        self._pump()
+
+    def _end(self, state: str) -> None:
+        if self.state != "SENDING":
+            return
+        self.state = state
+        for call in (self._timer, self._pump_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._pump_call = None
+        self.offer._session_ended(self)
+
+    def close(self) -> None:
+        """The offer is closing: tell the receiver and stop."""
+        if self.state == "SENDING":
+            self.offer._send_control(wire.CLOSE, {"nonce": self.nonce, "reason": "offer closed"}, self.peer)
+            self._end("CLOSED")
+
+    def on_close(self) -> None:
+        self._end("CLOSED")
+
+    # -- acks ---------------------------------------------------------------------------------------
+
+    def _mark(self, a: int, b: int) -> int:
+        acked = self.acked
+        fresh = acked.count(0, a, b)
+        if fresh:
+            acked[a:b] = b"\x01" * (b - a)
+            lost = self.lost.count(1, a, b)
+            if lost:
+                self.lost_pending -= lost
+                self.lost[a:b] = bytes(b - a)
+        return fresh
+
+    def on_ack(self, cum: int, high: int, window: int, echo: int, missing: list[tuple[int, int]]) -> None:
+        if self.state != "SENDING":
+            return
+        n = self.n
+        if high > n or cum > n:
+            self.manager.stats.malformed += 1
+            return
+        now = self.clock.seconds()
+        self.last_heard = now
+        self.rwnd = max(1, window)
+        sent_at = self.sent_at
+        t_ref = 0.0
+        if 0 <= echo < n and sent_at[echo]:
+            t_ref = sent_at[echo]
+            if not self.retx[echo]:  # Karn's rule: no sample from a retransmitted chunk
+                self.rtt.sample(now - t_ref)
+        fresh = 0
+        if cum > self.una:
+            fresh += self._mark(self.una, cum)
+            self.una = cum
+        pos = cum
+        for a, b in missing:
+            if a > pos:
+                fresh += self._mark(pos, a)
+            pos = b
+        if high > pos:
+            fresh += self._mark(pos, high)
+        if fresh:
+            self.outstanding = max(0, self.outstanding - fresh)
+            self.acked_count += fresh
+            self.cc.on_ack(fresh)
+            self._arm(self.rtt.rto)
+            progress = self.offer.progress
+            if progress is not None:
+                progress(min(self.acked_count * self.cs, self.size), self.size)
+        if self.una >= n or self.acked_count >= n:
+            self._end("DONE")
+            return
+        # Loss detection (time-based, as RACK): a missing chunk sent before the
+        # one that just arrived, by more than a reordering allowance, is lost.
+        if t_ref and missing:
+            srtt = self.rtt.srtt or 0.0
+            limit = t_ref - srtt / 4
+            lost = self.lost
+            acked = self.acked
+            queue = self.queue
+            newly_lost = 0
+            for a, b in missing:
+                for s in range(a, min(b, self.next_new)):
+                    if not lost[s] and not acked[s] and sent_at[s] < limit:
+                        lost[s] = 1
+                        queue.append(s)
+                        newly_lost += 1
+            if newly_lost:
+                self.lost_pending += newly_lost
+                if now >= self.recovery_until:  # one window reduction per round trip
+                    self.cc.on_loss()
+                    self.recovery_until = now + (srtt or self.rtt.rto)
+        self._pump()
+
+    # -- sending ------------------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        self._pump_call = None
+        if self.state != "SENDING":
+            return
+        limit = min(self.cc.cwnd, self.rwnd)
+        budget = self.burst
+        n = self.n
+        cs = self.cs
+        view = self.view
+        encode = self.encoder.encode
+        write = self.offer.write
+        peer = self.peer
+        now = self.clock.seconds()
+        sent_at = self.sent_at
+        queue = self.queue
+        lost = self.lost
+        acked = self.acked
+        pushed_back = False
+        while budget and self.outstanding - self.lost_pending < limit:
+            if queue:
+                s = queue.popleft()
+                if not lost[s]:
+                    continue
+                off = s * cs
+                try:
+                    write(encode(s, view[off : off + cs]), peer)
+                except OSError:
+                    queue.appendleft(s)
+                    pushed_back = True
+                    break
+                lost[s] = 0
+                self.lost_pending -= 1
+                self.retx[s] = 1
+                self.retransmits += 1
+            else:
+                s = self.next_new
+                while s < n and acked[s]:
+                    s += 1
+                if s >= n:
+                    self.next_new = n
+                    break
+                off = s * cs
+                try:
+                    write(encode(s, view[off : off + cs]), peer)
+                except OSError:
+                    pushed_back = True
+                    break
+                self.next_new = s + 1
+                self.outstanding += 1
+            sent_at[s] = now
+            self.sent += 1
+            budget -= 1
+        # Out of budget, or the socket pushed back: let the reactor read acks, then go on.
+        if (pushed_back or not budget) and self._pump_call is None:
+            self._pump_call = self.clock.callLater(0.001 if pushed_back else 0, self._pump)
+
+    def _arm(self, delay: float) -> None:
+        delay = min(delay, self.peer_timeout)
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(delay)
+        else:
+            self._timer = self.clock.callLater(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.state != "SENDING":
+            return
+        now = self.clock.seconds()
+        if now - self.last_heard >= self.peer_timeout:
+            self.log.info(
+                "transfer {tid} to {peer}: no ack for {timeout}s, giving up",
+                tid=self.offer.transfer_id,
+                peer=self.peer,
+                timeout=self.peer_timeout,
+            )
+            self._end("TIMED_OUT")
+            return
+        # Retransmission timeout: everything sent and unacked is presumed lost.
+        acked, lost, queue = self.acked, self.lost, self.queue
+        marked = 0
+        s = acked.find(0, self.una, self.next_new)
+        while s >= 0:
+            if not lost[s]:
+                lost[s] = 1
+                queue.append(s)
+                marked += 1
+            s = acked.find(0, s + 1, self.next_new)
+        self.lost_pending += marked
+        if marked:
+            self.cc.on_timeout()
+            self.rtt.backoff()
+            self.recovery_until = now + self.rtt.rto
+        self._arm(self.rtt.rto)
+        self._pump()
+
+
+class OfferProtocol(DatagramProtocol):
+    """Framing for an offer's port: decode, check the transfer id, hand to the offer; never raise."""
+
+    log = Logger()
+
+    def __init__(self, offer: Offer) -> None:
+        self.offer = offer
+        self.maxPacketSize = wire.MAX_CONTROL_SIZE + 1024
+
+    def datagramReceived(self, datagram: bytes, addr: Address) -> None:
+        offer = self.offer
+        stats = offer.manager.stats
+        try:
+            kind, tid = wire.parse_header(datagram)
+            if tid != offer.tid:
+                stats.foreign += 1
+                return
+            addr = (addr[0], addr[1])
+            if kind == wire.ACK:
+                session = offer.sessions.get(addr)
+                if session is None:
+                    stats.foreign += 1
+                    return
+                session.on_ack(*wire.parse_ack(datagram))
+            elif kind == wire.REQUEST:
+                offer._on_request(addr, wire.parse_control(datagram))
+            elif kind == wire.CLOSE:
+                session = offer.sessions.get(addr)
+                body = wire.parse_control(datagram)
+                if session is not None and body.get("nonce") == session.nonce:
+                    session.on_close()
+            else:
+                stats.malformed += 1
+        except wire.WireError as e:
+            stats.count_wire_error(e)
+        except Exception:
+            stats.internal += 1
+            self.log.failure(
+                "transfer offer {tid}: error handling a datagram from {addr}",
+                tid=offer.transfer_id,
+                addr=addr,
+            )
