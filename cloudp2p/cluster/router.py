@@ -289,7 +289,7 @@ class Router:
         pending.assign_term = self.node.term
         pending.attempts += 1
         self.counters["assigned"] += 1
-        self.node.broadcast_app(ASSIGN, self._assign_body(pending))
+        self._to_peers(None, ASSIGN, self._assign_body(pending))
         if target == self.id:
             self._execute(pending)
 
@@ -343,7 +343,7 @@ class Router:
                 if pending.assigned_to == self.id:
                     self._execute(pending)
                 else:
-                    self.node.send_app(pending.assigned_to, ASSIGN, self._assign_body(pending))
+                    self._to_peers(pending.assigned_to, ASSIGN, self._assign_body(pending))
 
     def _membership_changed(self) -> None:
         # A new coordinator takes over at once instead of waiting for its next tick.
@@ -391,7 +391,7 @@ class Router:
         if done is not None:
             if to == self.id:  # our done may have been lost: say it again
                 self._send_reply((host, port), rid, done.body)
-                self.node.broadcast_app(DONE, {"id": rid, "body": done.body, "by": done.by})
+                self._to_peers(None, DONE, {"id": rid, "body": done.body, "by": done.by})
             return
         pending = self._pending.get(rid)
         if pending is None:
@@ -486,7 +486,7 @@ class Router:
             body, by = existing.body, existing.by  # the first reply known wins: one reply per id
         else:
             self._remember(rid, body, by)
-            self.node.broadcast_app(DONE, {"id": rid, "body": body, "by": by})
+            self._to_peers(None, DONE, {"id": rid, "body": body, "by": by})
         pending = self._pending.pop(rid, None)
         if pending is not None:
             self._set_assignee(pending, None)
@@ -517,6 +517,22 @@ class Router:
             running = self._running.get(rid)
             if running is not None:
                 running.cancel()
+
+    def _to_peers(self, peer: int | None, kind: str, body: dict[str, Any]) -> None:
+        """Send to one peer, or to all when ``peer`` is None; a failure is counted, never raised."""
+        try:
+            if peer is None:
+                self.node.broadcast_app(kind, body)
+            else:
+                self.node.send_app(peer, kind, body)
+        except Exception as e:
+            self.counters["peer_send_errors"] += 1
+            self.log.warn(  # noqa: G010
+                "cannot send {kind} to {peer}: {error}",
+                kind=kind,
+                peer="all" if peer is None else peer,
+                error=e,
+            )
 
     def _send_reply(self, client: tuple[str, int], rid: str | None, body: dict[str, Any]) -> None:
         if self._transport is None:

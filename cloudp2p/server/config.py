@@ -1,0 +1,183 @@
+"""A server's whole config: the ``[server]`` section, ``[cluster]`` and the other areas' sections.
+
+    [server]
+    id = 1                              # this server's id, >= 1, unique in the cloud
+    client_listen = "127.0.0.1:9101"    # where clients send requests
+
+    [cluster]                           # see cloudp2p/cluster/config.py
+    listen = "127.0.0.1:9001"
+    secret = "a long random string"     # or: secret_file = "/etc/cloudp2p/secret"
+    peers = ["2@127.0.0.1:9002", "3@127.0.0.1:9003"]
+
+``load(path)`` validates all of it strictly and adds the checks that need more
+than one key: the server's own id must not be listed as another address among
+the peers, ids and addresses must be unique, the client and cluster sockets
+must differ, ``peers`` must be written out (``[]`` for a one-server cloud), and
+the secret comes from exactly one of ``secret`` and ``secret_file``. Every
+error names the file, the section and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from typing import Any
+
+import attrs
+
+from cloudp2p.cluster import config as cluster_config
+from cloudp2p.config import Field, Schema, Section, format_hostport, hostport, in_range, positive
+from cloudp2p.errors import ConfigError
+
+
+def _server_id(value: int) -> int:
+    if value < 1:
+        raise ValueError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _count(value: int) -> int:
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(value: float) -> float:
+    return float(positive(value))
+
+
+def _buffer(value: int) -> int:
+    if value < 65536:
+        raise ValueError(f"must be at least 65536 bytes, got {value}")
+    return value
+
+
+SECTION = Section(
+    name="server",
+    required=True,
+    doc="this server: its id, its client socket and the request router's limits",
+    fields={
+        "id": Field(int, check=_server_id, doc="this server's id (>= 1), unique in the cloud"),
+        "client_listen": Field(str, check=hostport, doc="host:port of the socket clients send requests to"),
+        "state_dir": Field(str, default="", doc="directory for this server's files (other areas use it)"),
+        "receive_buffer": Field(int, default=4 << 20, check=_buffer, doc="SO_RCVBUF of the client socket"),
+        "max_pending": Field(int, default=10_000, check=_count, doc="requests tracked and not yet done"),
+        "pending_ttl": Field(
+            (int, float),
+            default=60.0,
+            check=_seconds,
+            doc="seconds before an unfinished request is forgotten",
+        ),
+        "max_done": Field(int, default=20_000, check=_count, doc="replies kept to answer retries"),
+        "done_ttl": Field((int, float), default=120.0, check=_seconds, doc="seconds a reply is kept"),
+        "max_running": Field(int, default=256, check=_count, doc="handlers running at once"),
+        "resend_after": Field(
+            (int, float), default=0.5, check=_seconds, doc="coordinator re-sends an unfinished assignment"
+        ),
+        "outstanding_weight": Field(
+            (int, float), default=0.25, check=in_range(0, 100), doc="load per outstanding assignment"
+        ),
+        "work_threads": Field(int, default=2, check=in_range(1, 64), doc="threads for CPU-bound work"),
+        "work_queue": Field(int, default=64, check=_count, doc="work requests allowed to wait for a thread"),
+    },
+)
+
+
+def _cluster_section() -> Section:
+    """The membership owner's ``[cluster]`` section, plus ``secret_file`` as an alternative to ``secret``."""
+    base = cluster_config.SECTION
+    if "secret_file" in base.fields:
+        return base
+    fields = dict(base.fields)
+    fields["secret"] = attrs.evolve(fields["secret"], default="", check=None)
+    fields["secret_file"] = Field(str, default="", doc="file holding the cluster secret (instead of secret)")
+    return attrs.evolve(base, fields=fields)
+
+
+# The areas' sections, in file order. Another area adds its own with one line, e.g.
+#   from cloudp2p.directory.config import SECTION as DIRECTORY
+# and appends DIRECTORY here; its keys then arrive in Server.config["directory"].
+EXTRA_SECTIONS: list[Section] = []
+
+
+def schema() -> Schema:
+    return Schema((SECTION, _cluster_section(), *EXTRA_SECTIONS))
+
+
+def load(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """Read, validate and cross-check a server config file; ``ConfigError`` names file and key."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return validate(raw, path)
+
+
+def validate(raw: dict[str, Any], origin: str = "<config>") -> dict[str, dict[str, Any]]:
+    config = schema().validate(raw, origin)
+    server, cluster = config["server"], config["cluster"]
+    where = f"{origin}: [cluster]"
+    if "peers" not in raw.get("cluster", {}):
+        raise ConfigError(
+            f'{where} peers: missing required key; list every other server as "ID@host:port" '
+            f"(peers = [] for a one-server cloud)"
+        )
+    cluster["secret"] = _resolve_secret(cluster, origin)
+    own_id = server["id"]
+    listen = cluster["listen"]
+    for peer_id, address in cluster["peers"].items():
+        if peer_id != own_id and address == listen:
+            raise ConfigError(
+                f"{where} peers: server {peer_id} uses this server's listen address {format_hostport(listen)}"
+            )
+        if peer_id == own_id and address != listen and listen[1] != 0:
+            raise ConfigError(
+                f"{where} peers: this server's own id {own_id} is listed at {format_hostport(address)}, "
+                f"but listen is {format_hostport(listen)}"
+            )
+    if server["client_listen"] == listen:
+        raise ConfigError(
+            f"{origin}: [server] client_listen: must differ from [cluster] listen ({format_hostport(listen)})"
+        )
+    if server["state_dir"] and not os.path.isdir(server["state_dir"]):
+        raise ConfigError(f"{origin}: [server] state_dir: {server['state_dir']!r} is not a directory")
+    # Cross-checks owned by the membership part (timers, own entry among the peers).
+    cluster_config.settings(cluster, own_id, origin)
+    return config
+
+
+def _resolve_secret(cluster: dict[str, Any], origin: str) -> str:
+    secret, secret_file = cluster.get("secret", ""), cluster.pop("secret_file", "")
+    where = f"{origin}: [cluster]"
+    if secret and secret_file:
+        raise ConfigError(f"{where} secret_file: give either secret or secret_file, not both")
+    if secret_file:
+        try:
+            with open(secret_file, encoding="utf-8") as f:
+                secret = f.read().strip()
+        except OSError as e:
+            raise ConfigError(f"{where} secret_file: cannot read {secret_file!r}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{where} secret_file: {secret_file!r} is not UTF-8 text") from None
+        key = "secret_file"
+    elif secret:
+        key = "secret"
+    else:
+        raise ConfigError(f"{where} secret: missing required key (or give secret_file)")
+    if len(secret) < cluster_config.MIN_SECRET:
+        raise ConfigError(
+            f"{where} {key}: the secret must be at least {cluster_config.MIN_SECRET} characters long"
+        )
+    return secret
+
+
+def cluster_settings(
+    config: dict[str, dict[str, Any]], origin: str = "<config>"
+) -> cluster_config.ClusterSettings:
+    return cluster_config.settings(config["cluster"], config["server"]["id"], origin)

@@ -1,0 +1,156 @@
+"""One cloud server: the cluster node, the request router and the areas' operations.
+
+``Server`` is a ``MultiService`` with the attributes the op handlers use
+(``ctx.server``, docs/INTERFACES.md): ``id``, ``reactor``, ``config``,
+``directory``, ``transfers``, ``encryption``, ``log``, plus ``node`` (the
+``ClusterNode``), ``router``, ``registry`` and ``cpu_pool``.
+
+Adding an area's operations is one line in ``OP_PROVIDERS``; an area that needs
+a long-lived object (the directory store, the transfer manager) creates it in
+``Server.__init__`` (or a child service) and sets the attribute.
+
+Sockets: the cluster socket ``[cluster] listen`` carries the node's
+authenticated messages (the router's assignments ride on it as app
+messages); the client socket ``[server] client_listen`` carries client
+requests and replies. Both set ``maxPacketSize`` and ``SO_RCVBUF``. They are
+bound in ``privilegedStartService`` so that a port in use stops the daemon at
+start with a clear error instead of leaving a half-started server.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application import service
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from cloudp2p.cluster import basic_ops
+from cloudp2p.cluster.load import LoadMeter
+from cloudp2p.cluster.membership import ClusterNode
+from cloudp2p.cluster.router import ClientProtocol, Router, RouterSettings
+from cloudp2p.config import format_hostport
+from cloudp2p.errors import ConfigError
+from cloudp2p.ops import Handler, OpRegistry
+from cloudp2p.server import config as server_config
+
+OpProvider = Callable[[Any], dict[str, Handler]]
+
+# Each area's ops(server) -> {name: handler}; append one line per area.
+OP_PROVIDERS: list[OpProvider] = [
+    basic_ops.ops,
+]
+
+READY_FORMAT = "cloudp2p-server {id} ready: cluster {cluster} clients {clients}"
+
+
+class Server(service.MultiService):
+    log = Logger()
+
+    def __init__(
+        self, config: dict[str, dict[str, Any]], reactor: Any = None, *, origin: str = "<config>"
+    ) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        self.reactor = reactor
+        self.config = config
+        self.origin = origin
+        srv = config["server"]
+        self.id: int = srv["id"]
+        self.directory: Any = None
+        self.transfers: Any = None
+        self.encryption: Any = None
+        self.cluster_settings = server_config.cluster_settings(config, origin)
+        self.cpu_pool = ThreadPool(
+            minthreads=0, maxthreads=srv["work_threads"], name=f"cloudp2p-work-{self.id}"
+        )
+        self.work_queue_limit: int = srv["work_queue"]
+        self.router: Router | None = None
+        self.load_meter = LoadMeter(inflight=lambda: self.router.inflight() if self.router else 0)
+        self.node = ClusterNode(
+            **self.cluster_settings.node_kwargs(), clock=reactor, load_source=self.load_meter.current
+        )
+        self.registry = OpRegistry()
+        for provider in OP_PROVIDERS:
+            self.registry.update(provider(self))
+        self.router = Router(
+            self.node,
+            self.registry,
+            clock=reactor,
+            server=self,
+            settings=RouterSettings(
+                max_pending=srv["max_pending"],
+                pending_ttl=srv["pending_ttl"],
+                max_done=srv["max_done"],
+                done_ttl=srv["done_ttl"],
+                max_running=srv["max_running"],
+                resend_after=srv["resend_after"],
+                outstanding_weight=srv["outstanding_weight"],
+            ),
+        )
+        self._ports: list[Any] = []
+        self.cluster_address: tuple[str, int] | None = None
+        self.client_address: tuple[str, int] | None = None
+
+    def _listen(self, address: tuple[str, int], protocol: Any, key: str, buffer: int) -> tuple[str, int]:
+        host, port = address
+        try:
+            listening = self.reactor.listenUDP(
+                port, protocol, interface=host, maxPacketSize=protocol.maxPacketSize
+            )
+        except CannotListenError as e:
+            raise ConfigError(
+                f"{self.origin}: {key}: cannot listen on {format_hostport(address)}: {e.socketError}"
+            ) from None
+        self._ports.append(listening)
+        sock = getattr(listening, "socket", None)
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+            except OSError as e:
+                self.log.warn("cannot set SO_RCVBUF on {key}: {error}", key=key, error=e)  # noqa: G010
+        bound = listening.getHost()
+        return bound.host, bound.port
+
+    def privilegedStartService(self) -> None:
+        srv = self.config["server"]
+        self.cluster_address = self._listen(
+            self.cluster_settings.listen,
+            self.node.protocol,
+            "[cluster] listen",
+            self.cluster_settings.receive_buffer,
+        )
+        self.client_address = self._listen(
+            srv["client_listen"], ClientProtocol(self.router), "[server] client_listen", srv["receive_buffer"]
+        )
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        if not self._ports:
+            self.privilegedStartService()
+        self.cpu_pool.start()
+        self.node.start()
+        self.router.start()
+        super().startService()
+        self.log.info(
+            READY_FORMAT,
+            id=self.id,
+            cluster=format_hostport(self.cluster_address),
+            clients=format_hostport(self.client_address),
+        )
+
+    def stopService(self) -> Any:
+        d = super().stopService()
+        self.router.stop()
+        self.node.stop()
+        for port in self._ports:
+            port.stopListening()
+        self._ports = []
+        self.cpu_pool.stop()
+        return d

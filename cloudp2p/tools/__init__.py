@@ -1,0 +1,1 @@
+"""Command-line tools for developers and operators (`make cluster`, the status command)."""
