@@ -1,0 +1,1 @@
+"""The server cluster: membership, failure detection, load, coordinator election and request routing."""

@@ -1,0 +1,58 @@
+"""This server's load: the CPU load average per core plus a weight per request in flight.
+
+Servers that share one host see the same load average; their own in-flight
+work is what tells them apart. Lower load means higher priority (ties broken
+by the lower server id, see ``election.priority_key``); the load is only ever
+compared, never divided by, so an idle host gets no infinite priority.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+
+import psutil
+from twisted.logger import Logger
+
+DEFAULT_INFLIGHT_WEIGHT = 0.25
+
+
+def cpu_load() -> float:
+    """The 1-minute load average divided by the number of logical CPUs (0.0 = idle, 1.0 = all busy).
+
+    Reads /proc/loadavg on Linux: cheap and non-blocking, fine on the reactor thread.
+    """
+    one_minute = psutil.getloadavg()[0]
+    return one_minute / (psutil.cpu_count() or os.cpu_count() or 1)
+
+
+class LoadMeter:
+    """``current() = cpu() + weight * inflight()``, always finite and >= 0."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        inflight: Callable[[], int],
+        cpu: Callable[[], float] = cpu_load,
+        *,
+        weight: float = DEFAULT_INFLIGHT_WEIGHT,
+    ) -> None:
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"the in-flight weight must be a finite number >= 0, got {weight!r}")
+        self.inflight = inflight
+        self.cpu = cpu
+        self.weight = weight
+
+    def current(self) -> float:
+        try:
+            cpu = float(self.cpu())
+        except Exception:
+            self.log.failure("reading the CPU load failed; counting it as 0")
+            cpu = 0.0
+        if not math.isfinite(cpu) or cpu < 0:
+            cpu = 0.0
+        return cpu + self.weight * max(0, int(self.inflight()))
+
+    __call__ = current
