@@ -18,12 +18,13 @@ by anything that already holds the hidden stream). Every reader raises only
 ``cloudp2p.encryption.errors`` classes (and ``cloudp2p.errors.InvalidImage``
 for PNG bytes that are not an image).
 
-Image ids are 32 lowercase hex characters (16 random bytes) in this API.
+Image ids are canonical UUID strings (16 random bytes), as the directory expects.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from typing import Any
 
 import attrs
@@ -55,20 +56,22 @@ MAX_SECRET_SIZE = 256 * 1024 * 1024  # decompression limit for a hidden image
 DEFAULT_COMPRESS_LEVEL = 1  # PNG zlib level: 4-5x faster than 6 on photos for ~19% larger files
 
 
-def image_id_hex(raw: bytes) -> str:
-    return raw.hex()
+def image_id_text(raw: bytes) -> str:
+    """16 bytes -> the canonical UUID form the directory uses (``123e4567-e89b-...``)."""
+    return str(uuid.UUID(bytes=raw))
 
 
 def image_id_bytes(text: Any) -> bytes:
     if isinstance(text, bytes) and len(text) == fmt.IMAGE_ID_SIZE:
         return text
     try:
-        raw = bytes.fromhex(text) if isinstance(text, str) else b""
+        if not isinstance(text, str) or len(text) != 36:
+            raise ValueError
+        return uuid.UUID(text).bytes
     except ValueError:
-        raw = b""
-    if len(raw) != fmt.IMAGE_ID_SIZE:
-        raise ContainerError(f"image id must be {2 * fmt.IMAGE_ID_SIZE} hex characters, got {text!r:.80}")
-    return raw
+        raise ContainerError(
+            f"image id must be a UUID such as 123e4567-e89b-12d3-a456-426614174000, got {text!r:.80}"
+        ) from None
 
 
 # -- images <-> carriers ----------------------------------------------------------------------------------
@@ -88,7 +91,10 @@ class ImageCarrier:
     def read(self, start: int, n: int) -> bytes:
         if start < 0 or n < 0 or start + n > self.capacity:
             raise NotAContainerError(f"needs {start + n} hidden bytes, the image holds {self.capacity}")
-        return self._engine.extract(self.array, self.key, n, start=start)
+        try:
+            return self._engine.extract(self.array, self.key, n, start=start)
+        except self._engine.CapacityError:
+            raise NotAContainerError(f"needs {start + n} hidden bytes, more than the image holds") from None
 
     def write(self, start: int, data: bytes) -> None:
         self.array = self._engine.embed(self.array, data, self.key, start=start)
@@ -209,7 +215,7 @@ def seal_carrier(carrier: fmt.Carrier, compressed: bytes, *, image_id: bytes | N
     fmt.write_new(carrier, header, ciphertext)
     return Sealed(
         png=b"",
-        image_id=image_id_hex(image_id),
+        image_id=image_id_text(image_id),
         content_key=content_key,
         payload_hash=fmt.payload_hash(ciphertext),
     )
@@ -262,7 +268,7 @@ def open_own_carrier(carrier: fmt.Carrier, content_key: bytes) -> OwnImage:
     compressed = fmt.decrypt_payload(content_key, header, ciphertext)
     return OwnImage(
         image=fmt.decompress_secret(compressed, limit=MAX_SECRET_SIZE),
-        image_id=image_id_hex(header.image_id),
+        image_id=image_id_text(header.image_id),
         payload_hash=fmt.payload_hash(ciphertext),
     )
 
@@ -319,7 +325,7 @@ def grant_carrier(
         owner_ed25519=owner_ed25519,
         owner_id=owner_id,
         viewer_id=viewer_id,
-        image_id=image_id_hex(header.image_id),
+        image_id=image_id_text(header.image_id),
         payload_hash=fmt.payload_hash(ciphertext),
         views=views,
         version=version,
@@ -381,7 +387,7 @@ def _open_wrap(carrier: fmt.Carrier, viewer_x25519: X25519PrivateKey) -> _Opened
 def peek_carrier(carrier: fmt.Carrier, viewer_x25519: X25519PrivateKey) -> Envelope:
     opened = _open_wrap(carrier, viewer_x25519)
     r = opened.signed.rights
-    return Envelope(image_id_hex(opened.header.image_id), r.owner_id, r.viewer_id, r.version, r.views)
+    return Envelope(image_id_text(opened.header.image_id), r.owner_id, r.viewer_id, r.version, r.views)
 
 
 def peek(png: bytes, viewer_x25519: X25519PrivateKey) -> Envelope:
@@ -395,7 +401,8 @@ def _verify(
     rights = signed.verify(owner_pub)
     if rights.image_id != header.image_id:
         raise RightsMismatchError(
-            f"the rights are for image {rights.image_id.hex()}, this is image {header.image_id.hex()}"
+            f"the rights are for image {image_id_text(rights.image_id)}, "
+            f"this is image {image_id_text(header.image_id)}"
         )
     if rights.viewer_id != viewer_id:
         raise RightsMismatchError(f"the rights are for viewer {rights.viewer_id!r}, not {viewer_id!r}")
@@ -420,7 +427,7 @@ class _ViewerState:
     def status(self) -> ViewStatus:
         rights = self.newest.rights
         return ViewStatus(
-            image_id=image_id_hex(rights.image_id),
+            image_id=image_id_text(rights.image_id),
             rights=rights,
             views_used=self.views_used,
             views_left=max(0, rights.views - self.views_used),
@@ -478,7 +485,7 @@ def _rewrite(
 def status_carrier(
     carrier: fmt.Carrier, *, viewer_x25519, viewer_id, owner_id, owner_ed25519_pub, ledger
 ) -> ViewStatus:
-    image_id = image_id_hex(fmt.read_header(carrier).image_id)
+    image_id = image_id_text(fmt.read_header(carrier).image_id)
     state = _viewer_state(
         carrier,
         viewer_x25519=viewer_x25519,
@@ -514,7 +521,7 @@ def view_carrier(
     carrier: fmt.Carrier, *, viewer_x25519, viewer_id, owner_id, owner_ed25519_pub, ledger: Ledger
 ) -> tuple[bytes | None, ViewStatus, bool]:
     """(secret image or None, status after the view, whether the carrier changed)."""
-    image_id = image_id_hex(fmt.read_header(carrier).image_id)
+    image_id = image_id_text(fmt.read_header(carrier).image_id)
     found: dict[str, Any] = {}
 
     def consume(entry: LedgerEntry) -> LedgerEntry:
@@ -598,7 +605,7 @@ def apply_rights_carrier(
     owner_ed25519_pub,
     ledger: Ledger,
 ) -> ViewStatus:
-    image_id = image_id_hex(fmt.read_header(carrier).image_id)
+    image_id = image_id_text(fmt.read_header(carrier).image_id)
     try:
         update = SignedRights.from_bytes(blob)
     except RightsError as e:

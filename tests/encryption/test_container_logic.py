@@ -78,7 +78,7 @@ def test_owner_opens_own_copy_with_content_key():
     carrier, sealed = sealed_carrier()
     own = c.open_own_carrier(carrier, sealed.content_key)
     assert own.image == SECRET
-    assert own.image_id == sealed.image_id and len(sealed.image_id) == 32
+    assert own.image_id == sealed.image_id and len(sealed.image_id) == 36
     assert own.payload_hash == sealed.payload_hash
 
 
@@ -222,9 +222,9 @@ def test_promise5_raise_lower_revoke_and_no_rollback(alice, bob, bob_ledger):
     image, st, changed = view(v2_file, alice, bob, bob_ledger)
     assert image is None and st.rights.version == 3 and st.views_left == 0 and changed
     assert (
-        fmt.unwrap(v2_file.read(fmt.WRAP_START, fmt.WRAP_SIZE), bob.x25519, bytes.fromhex(sealed.image_id))[
-            1
-        ].rights.version
+        fmt.unwrap(
+            v2_file.read(fmt.WRAP_START, fmt.WRAP_SIZE), bob.x25519, c.image_id_bytes(sealed.image_id)
+        )[1].rights.version
         == 3
     )  # and the file was brought up to date
     assert apply(carrier, rights(10, 4), alice, bob, bob_ledger).views_left == 8

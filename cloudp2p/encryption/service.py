@@ -1,0 +1,144 @@
+"""The server's encryption engine: authenticates owners, runs seals in the worker pool, tracks result offers.
+
+``ctx.server.encryption`` is an ``EncryptionEngine`` (the server service
+builds it with ``EncryptionEngine.from_config``); the ``encrypt`` op handler
+(``cloudp2p/encryption/ops.py``) uses it. It holds no image and no content
+key once a request has replied: the only thing it keeps is the open result
+offers (the stego PNG, which is useless without the key) until they are
+fetched or expire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from cloudp2p.encryption import container
+from cloudp2p.encryption.config import SECTION
+from cloudp2p.ops import OpError
+
+Authenticator = Callable[[Any, str], Awaitable[str]]
+JobRunner = Callable[..., "defer.Deferred[Any]"]
+
+
+async def directory_authenticator(directory: Any, token: str) -> str:
+    """The user id behind a session token, asked of the directory ``Store``; ``OpError`` if none.
+
+    Uses ``Store.session_user(token)`` when the directory offers it; otherwise
+    the Store's read transaction and its session lookup (the same check every
+    directory op makes), which needs no change on the directory's side.
+    """
+    if directory is None:
+        raise OpError("unavailable", "this server has no directory to check sessions; try again")
+    session_user = getattr(directory, "session_user", None)
+    if session_user is not None:
+        return await session_user(token)
+    from cloudp2p.directory.store import token_hash
+
+    th = token_hash(token)
+    now = directory._now()
+    await directory._wait_ready()
+
+    def work(tx: Any) -> str:
+        return directory._session(tx, th, now)
+
+    return await directory._read(work)
+
+
+def _pool_runner(reactor: Any) -> JobRunner:
+    def run(fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        from cloudp2p.stego import pool
+
+        return pool.run_in_pool(reactor, fn, *args)
+
+    return run
+
+
+class EncryptionEngine:
+    """The encryption side of a server. All CPU work goes through ``run_job`` (the stego process pool)."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        *,
+        png_compress_level: int = container.DEFAULT_COMPRESS_LEVEL,
+        max_image_size: int = 64 * 1024 * 1024,
+        fetch_timeout: float = 120.0,
+        result_ttl: float = 300.0,
+        covers_dir: str = "",
+        workers: int = 2,
+        run_job: JobRunner | None = None,
+        authenticate: Authenticator = directory_authenticator,
+    ) -> None:
+        self.reactor = reactor
+        self.png_compress_level = png_compress_level
+        self.max_image_size = max_image_size
+        self.fetch_timeout = fetch_timeout
+        self.result_ttl = result_ttl
+        self.covers_dir = covers_dir
+        self.workers = workers
+        self.run_job = run_job if run_job is not None else _pool_runner(reactor)
+        self.authenticate = authenticate
+        self._offers: dict[str, tuple[Any, Any]] = {}  # transfer_id -> (offer, delayed close)
+        self.sealed_count = 0
+
+    @classmethod
+    def from_config(cls, reactor: Any, section: dict[str, Any], **kwargs: Any) -> EncryptionEngine:
+        """From the validated ``[encryption]`` section (defaults filled in if keys are missing)."""
+        values = {name: field.default for name, field in SECTION.fields.items()}
+        values.update(section or {})
+        return cls(
+            reactor,
+            png_compress_level=values["png_compress_level"],
+            max_image_size=values["max_image_size"],
+            fetch_timeout=values["fetch_timeout"],
+            result_ttl=values["result_ttl"],
+            covers_dir=values["covers_dir"],
+            workers=values["workers"],
+            **kwargs,
+        )
+
+    async def seal(self, secret: bytes, cover: bytes | None) -> container.Sealed:
+        """Hide ``secret`` (in ``cover`` or a library cover) in a worker process."""
+        sealed = await self.run_job(container.seal_job, secret, cover, self.png_compress_level)
+        self.sealed_count += 1
+        return sealed
+
+    def keep_offer(self, offer: Any) -> None:
+        """Keep a result offer open until ``result_ttl`` has passed, then close it."""
+        tid = offer.transfer_id
+        call = self.reactor.callLater(self.result_ttl, self._expire, tid)
+        self._offers[tid] = (offer, call)
+        done = getattr(offer, "done", None)  # a Deferred that fires when a fetch completed, if offered
+        if isinstance(done, defer.Deferred):
+            done.addBoth(lambda _: self._close(tid))
+
+    def _expire(self, tid: str) -> None:
+        if tid in self._offers:
+            self.log.info("encrypt result {tid} not fetched in {ttl} s; closed", tid=tid, ttl=self.result_ttl)
+            self._close(tid, expired=True)
+
+    def _close(self, tid: str, *, expired: bool = False) -> None:
+        entry = self._offers.pop(tid, None)
+        if entry is None:
+            return
+        offer, call = entry
+        if not expired and call.active():
+            call.cancel()
+        try:
+            offer.close()
+        except Exception:
+            self.log.failure("closing result offer {tid}", tid=tid)
+
+    @property
+    def open_offers(self) -> int:
+        return len(self._offers)
+
+    def stop(self) -> None:
+        for tid in list(self._offers):
+            self._close(tid)
