@@ -16,6 +16,7 @@ the schema, append a migration; never edit one that has shipped.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import attrs
@@ -172,7 +173,23 @@ def migrate_database(dialect: Any, migrations: tuple[Migration, ...] = MIGRATION
 
     SQLite: one ``BEGIN IMMEDIATE`` transaction is both the lock and the atomic unit.
     MySQL: a named lock held from before the first read of the version until after the commit.
+    A transient failure (a lock timeout, a lost connection) is tried again a few times.
     """
+    from cloudp2p.directory import db
+
+    for attempt in range(1, 6):
+        try:
+            return _migrate_once(dialect, migrations)
+        except SchemaTooNewError:
+            raise
+        except Exception as e:
+            if dialect.classify(e) not in (db.RETRY, db.RECONNECT) or attempt == 5:
+                raise
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
+
+
+def _migrate_once(dialect: Any, migrations: tuple[Migration, ...]) -> tuple[int, int]:
     from cloudp2p.directory.db import Tx
 
     create = getattr(dialect, "create_database", None)

@@ -40,7 +40,11 @@ def check_thumbnail(data: bytes) -> str:
                 image.load()
     except OpError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise OpError(
+            "bad_thumbnail", f"thumbnail claims far more pixels than {MAX_SIDE}x{MAX_SIDE}"
+        ) from None
+    except UnidentifiedImageError:
         raise OpError("bad_thumbnail", "thumbnail must be a PNG or JPEG image") from None
     except (OSError, ValueError, SyntaxError, EOFError, KeyError, IndexError, TypeError, MemoryError):
         raise OpError("bad_thumbnail", "thumbnail is a damaged or truncated image") from None
