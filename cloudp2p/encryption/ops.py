@@ -37,6 +37,7 @@ from cloudp2p.encryption.errors import EncryptionError
 from cloudp2p.encryption.service import EncryptionEngine
 from cloudp2p.errors import CloudP2PError, InvalidImage
 from cloudp2p.ops import JSONDict, OpError, RequestContext
+from cloudp2p.stego.capacity import CapacityError
 
 log = Logger(namespace="cloudp2p.encryption.ops")
 
@@ -86,6 +87,8 @@ async def _fetch(ctx: RequestContext, engine: EncryptionEngine, meta: dict[str, 
         limit = engine.fetch_timeout
         raise OpError("transfer_failed", f"fetching the {name} took more than {limit:g} s") from None
     except CloudP2PError as e:
+        if type(e).__name__ == "BadTransferMeta":
+            raise _bad(f"{name}: {e}") from None
         raise OpError("transfer_failed", f"fetching the {name} failed: {e}") from None
 
 
@@ -116,13 +119,12 @@ async def encrypt(ctx: RequestContext, args: JSONDict) -> JSONDict:
         raise OpError("invalid_image", str(e)) from None
     except EncryptionError as e:
         raise OpError("invalid_image", str(e)) from None
-    except CloudP2PError as e:  # the stego engine's CapacityError and cover errors
-        if type(e).__name__ == "CapacityError" or "too small" in str(e).lower():
-            raise OpError("cover_too_small", str(e)) from None
+    except CapacityError as e:
+        raise OpError("cover_too_small", str(e)) from None
+    except CloudP2PError as e:
         raise OpError("invalid_image", str(e)) from None
     del secret, cover
-    offer = ctx.server.transfers.offer(sealed.png)
-    engine.keep_offer(offer)
+    offer = engine.offer_result(ctx.server.transfers, sealed.png)
     log.info(
         "encrypt {request_id}: image {image_id} for {owner} ({size} bytes, {cover}, PSNR {psnr:.1f} dB)",
         request_id=ctx.request_id,

@@ -109,14 +109,16 @@ class EncryptionEngine:
         self.sealed_count += 1
         return sealed
 
-    def keep_offer(self, offer: Any) -> None:
-        """Keep a result offer open until ``result_ttl`` has passed, then close it."""
+    def offer_result(self, transfers: Any, png: bytes) -> Any:
+        """Offer the result PNG for one fetch; closed once fetched, idle or ``result_ttl`` old."""
+        offer = transfers.offer(png, timeout=self.result_ttl, max_fetches=1)
         tid = offer.transfer_id
         call = self.reactor.callLater(self.result_ttl, self._expire, tid)
         self._offers[tid] = (offer, call)
-        done = getattr(offer, "done", None)  # a Deferred that fires when a fetch completed, if offered
-        if isinstance(done, defer.Deferred):
-            done.addBoth(lambda _: self._close(tid))
+        when_closed = getattr(offer, "when_closed", None)
+        if when_closed is not None:
+            when_closed().addBoth(lambda _: self._close(tid))
+        return offer
 
     def _expire(self, tid: str) -> None:
         if tid in self._offers:
