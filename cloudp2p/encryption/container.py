@@ -106,8 +106,7 @@ def load_carrier(png: bytes) -> ImageCarrier:
 
     if not isinstance(png, bytes | bytearray | memoryview):
         raise InvalidImage("expected the image's bytes")
-    img = imaging.load_image(bytes(png))
-    return ImageCarrier(imaging.to_cover_array(img))
+    return ImageCarrier(imaging.png_to_array(bytes(png)))
 
 
 def save_carrier(carrier: ImageCarrier, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> bytes:
@@ -250,12 +249,22 @@ def seal(
     )
 
 
-def seal_job(secret: bytes, cover: bytes | None, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> Sealed:
-    """The whole server-side job, for a worker process: check, pick a cover, hide, encode the PNG."""
+def seal_job(
+    secret: bytes,
+    cover: bytes | None,
+    compress_level: int = DEFAULT_COMPRESS_LEVEL,
+    covers_dir: str | None = None,
+) -> Sealed:
+    """The whole server-side job, for a worker process: check, pick a cover, hide, encode the PNG.
+
+    ``cover`` is the client's cover file or ``None`` for the library (plus
+    ``covers_dir``); a cover too small is scaled up (``Sealed.cover`` says so).
+    Raises ``InvalidImage`` and the stego ``CapacityError``.
+    """
     from cloudp2p.stego import covers
 
     compressed = prepare_secret(secret)
-    array, description = covers.choose_cover(needed_bits(compressed), cover)
+    array, description = covers.choose_cover(needed_bits(compressed), cover, covers_dir=covers_dir or None)
     return seal(secret, array, compress_level=compress_level, cover_description=description)
 
 

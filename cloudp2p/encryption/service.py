@@ -48,13 +48,22 @@ async def directory_authenticator(directory: Any, token: str) -> str:
     return await directory._read(work)
 
 
-def _pool_runner(reactor: Any) -> JobRunner:
+def _pool_runner(reactor: Any, workers: int) -> tuple[JobRunner, Callable[[], None]]:
+    """A process pool of ``workers`` for seals (created on first use) and its shutdown."""
+    holder: list[Any] = []
+
     def run(fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
         from cloudp2p.stego import pool
 
-        return pool.run_in_pool(reactor, fn, *args)
+        if not holder:
+            holder.append(pool.WorkPool(reactor, max_workers=workers))
+        return pool.run_in_pool(reactor, fn, *args, pool=holder[0])
 
-    return run
+    def shutdown() -> None:
+        if holder:
+            holder.pop().shutdown(wait=False)
+
+    return run, shutdown
 
 
 class EncryptionEngine:
@@ -82,7 +91,10 @@ class EncryptionEngine:
         self.result_ttl = result_ttl
         self.covers_dir = covers_dir
         self.workers = workers
-        self.run_job = run_job if run_job is not None else _pool_runner(reactor)
+        self._shutdown: Callable[[], None] = lambda: None
+        if run_job is None:
+            run_job, self._shutdown = _pool_runner(reactor, workers)
+        self.run_job = run_job
         self.authenticate = authenticate
         self._offers: dict[str, tuple[Any, Any]] = {}  # transfer_id -> (offer, delayed close)
         self.sealed_count = 0
@@ -105,7 +117,8 @@ class EncryptionEngine:
 
     async def seal(self, secret: bytes, cover: bytes | None) -> container.Sealed:
         """Hide ``secret`` (in ``cover`` or a library cover) in a worker process."""
-        sealed = await self.run_job(container.seal_job, secret, cover, self.png_compress_level)
+        level, covers_dir = self.png_compress_level, self.covers_dir
+        sealed = await self.run_job(container.seal_job, secret, cover, level, covers_dir)
         self.sealed_count += 1
         return sealed
 
@@ -142,5 +155,7 @@ class EncryptionEngine:
         return len(self._offers)
 
     def stop(self) -> None:
+        """Close the result offers and the worker pool (the server's stopService calls it)."""
         for tid in list(self._offers):
             self._close(tid)
+        self._shutdown()

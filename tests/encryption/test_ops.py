@@ -90,7 +90,7 @@ class FakeTransfers:
         return o
 
 
-def fake_seal_job(secret: bytes, cover: bytes | None, level: int) -> c.Sealed:
+def fake_seal_job(secret: bytes, cover: bytes | None, level: int, covers_dir: str) -> c.Sealed:
     """What a worker returns, without image handling: the container on bytes."""
     if not secret.startswith(b"IMG"):
         from cloudp2p.errors import InvalidImage
@@ -165,7 +165,7 @@ def test_encrypt_happy_path_reply_and_forgetting(setup):
         "name",
     }
     assert server.transfers.fetched == [((CLIENT[0], 41000), image["transfer_id"])]  # from the client's host
-    assert jobs == [(secret, None, 1)]
+    assert jobs == [(secret, None, 1, "")]
     (offer,) = server.transfers.offers
     assert reply["result"] == {
         "port": offer.port,
