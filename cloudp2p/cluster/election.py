@@ -254,7 +254,6 @@ class Election:
         self._enter(State.JOINING, self.host.failure_timeout, self._join_timeout)
 
     def _join_timeout(self) -> None:
-        self._timer = None
         if self.coordinator == self.me and self._owns(self.me, self.term):
             self._enter(State.LEADING)
             self.host.emit("resume", self.term)
@@ -325,7 +324,6 @@ class Election:
         self._enter(State.AWAITING_SUCCESSOR, self.host.election_timeout, self._successor_timeout)
 
     def _successor_timeout(self) -> None:
-        self._timer = None
         self._try_successor()
 
     def _succeed(self, sender: int, term: int, message: Succeed) -> None:
@@ -359,12 +357,10 @@ class Election:
             self._answers_done()
 
     def _answers_done(self) -> None:
-        self._timer = None
         self._candidates = sorted(self._answers, key=lambda p: priority_key(self._answers[p], p))
         self._grant_next()
 
     def _grant_next(self) -> None:
-        self._timer = None
         while self._candidates:
             best = self._candidates.pop(0)
             if self.host.is_alive(best):

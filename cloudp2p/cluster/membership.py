@@ -311,11 +311,12 @@ class ClusterNode:
         return load if math.isfinite(load) and load >= 0 else self._own_load
 
     def _heartbeat(self) -> Heartbeat:
-        leading = self.election.state is State.LEADING
+        successors: tuple[int, ...] = ()
+        if self.election.state is State.LEADING:
+            successors = tuple(self.successors())
+            self.election.successors, self.election.successors_term = successors, self.term
         return Heartbeat(
-            load=self._own_load,
-            coordinator=self.election.heartbeat_coordinator,
-            successors=tuple(self.successors()) if leading else (),
+            load=self._own_load, coordinator=self.election.heartbeat_coordinator, successors=successors,
         )
 
     def _stalled_now(self) -> bool:
