@@ -233,14 +233,12 @@ def seal(
     Raises ``InvalidImage`` if ``secret`` is not an image, the stego engine's
     ``CapacityError`` if the cover is too small.
     """
-    from cloudp2p.stego import engine, imaging
+    from cloudp2p.stego import capacity, imaging
 
     compressed = prepare_secret(secret)
     need = needed_bits(compressed)
-    if need > engine.capacity_bits(cover.shape):
-        raise engine.CapacityError(
-            f"the cover holds {engine.capacity_bits(cover.shape)} bits, the image needs {need}"
-        )
+    if need > capacity.capacity_bits(cover.shape):
+        raise capacity.too_small(need // 8, cover.shape)  # says how large a cover is needed
     carrier = ImageCarrier(cover)
     sealed = seal_carrier(carrier, compressed, image_id=image_id)
     png = imaging.save_png(carrier.array, compress_level=compress_level)

@@ -1,0 +1,50 @@
+"""A heavy seal runs in the worker pool while the reactor keeps its 200 ms heartbeat timer on time."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+import pytest_twisted
+from PIL import Image
+from twisted.internet import reactor, task
+
+from cloudp2p.encryption import container as c
+from cloudp2p.encryption.service import EncryptionEngine
+
+HEARTBEAT = 0.2  # [cluster] heartbeat_interval
+FAILURE_TIMEOUT = 1.0  # [cluster] failure_timeout: a longer gap gets a peer suspected
+
+
+def big_photo() -> bytes:
+    rng = np.random.default_rng(11)
+    arr = rng.integers(0, 256, (700, 700, 3), dtype=np.uint8)  # incompressible: ~1.5 MB PNG
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_heartbeats_keep_flowing_during_a_heavy_seal():
+    secret = big_photo()
+    engine = EncryptionEngine(reactor, workers=1)
+    beats: list[float] = []
+    loop = task.LoopingCall(lambda: beats.append(time.monotonic()))
+    loop.start(HEARTBEAT)
+    try:
+        started = time.monotonic()
+        sealed = await engine.seal(secret, None)
+        took = time.monotonic() - started
+    finally:
+        loop.stop()
+        engine.stop()
+    print(f"seal {took:.2f} s, {len(beats)} beats")
+    assert took > 3 * HEARTBEAT, f"the seal took {took:.2f} s: too light to test anything"
+    gaps = np.diff(beats)
+    assert len(gaps) >= 3 and gaps.max() < FAILURE_TIMEOUT, f"largest heartbeat gap {gaps.max():.3f} s"
+    # The work really happened, in another process, and the result opens.
+    own = await task.deferLater(reactor, 0, c.open_own, sealed.png, sealed.content_key)
+    assert own.image == secret
