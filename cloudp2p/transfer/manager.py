@@ -270,6 +270,18 @@ class Offer:
             self._arm_idle()
 
 
+def _guarded(write: Callable[[bytes, Address], Any]) -> Callable[[bytes, Address], Any]:
+    """A non-socket transport's write, with its errors (e.g. "closed") reported as ``OSError``."""
+
+    def guarded(datagram: bytes, addr: Address) -> Any:
+        try:
+            return write(datagram, addr)
+        except (RuntimeError, ValueError) as e:
+            raise OSError(str(e)) from None
+
+    return guarded
+
+
 def _unbound_write(datagram: bytes, addr: Address) -> None:
     raise OSError("not listening")
 
@@ -502,8 +514,11 @@ class TransferManager:
 
     def _make_writer(self, transport: Any) -> Callable[[bytes, Address], Any]:
         sock = getattr(transport, "socket", None)
-        # Real sockets: call sendto directly (udp.Port.write re-parses the address on every call).
-        write = sock.sendto if sock is not None else transport.write
+        if sock is not None:
+            # Real sockets: call sendto directly (udp.Port.write re-parses the address on every call).
+            write = sock.sendto
+        else:
+            write = _guarded(transport.write)
         if not self.drop_rate:
             return write
         rnd = self._random.random

@@ -144,7 +144,7 @@ class FileSink:
             ):
                 raise ValueError("bad chunk size")
             have = decode_have(state["have"], max(1, -(-size // chunk_size)))
-            if have is None or os.fstat(self.fd).st_size < size:
+            if have is None:
                 raise ValueError("no usable data")
             return chunk_size, have
         except FileNotFoundError:
@@ -264,7 +264,7 @@ class Fetch:
         self.pending = 0
         self.heard = False
         self.last_heard = self.clock.seconds()
-        self.last_progress = 0.0
+        self.last_progress = float("-inf")
         self.last_save = self.clock.seconds()
         self.duplicates = 0
         self.acks_sent = 0
