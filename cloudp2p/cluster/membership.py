@@ -33,8 +33,10 @@ from twisted.logger import Logger
 from cloudp2p.cluster.election import Election, State, priority_key
 from cloudp2p.cluster.failure import FailureDetector
 from cloudp2p.cluster.messages import (
+    MALFORMED,
     Answer,
     App,
+    BadMessageError,
     Codec,
     Envelope,
     Heartbeat,
@@ -195,7 +197,7 @@ class ClusterNode:
         is not JSON or does not fit one datagram; ``ValueError`` for an
         unknown peer. Delivery is best effort (UDP): retry at the caller.
         """
-        message = App(kind=kind, body=body)
+        message = self._app(kind, body)
         if peer_id == self.server_id:
             envelope = self._envelope(message)
             self.codec.encode(envelope)  # same checks as for a remote peer
@@ -207,7 +209,7 @@ class ClusterNode:
 
     def broadcast_app(self, kind: str, body: dict) -> None:
         """``send_app`` to every peer (not to this server)."""
-        message = App(kind=kind, body=body)
+        message = self._app(kind, body)
         self.codec.encode(self._envelope(message))
         for peer in self.peers:
             self.send(peer, message)
@@ -294,6 +296,13 @@ class ClusterNode:
         self.node_dropped[reason] += 1
 
     # -- internals ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _app(kind: str, body: dict) -> App:
+        try:
+            return App(kind=kind, body=body)
+        except (TypeError, ValueError) as e:
+            raise BadMessageError(MALFORMED, str(e)) from None
 
     def _envelope(self, message: Message) -> Envelope:
         self._seq += 1

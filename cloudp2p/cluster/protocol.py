@@ -81,3 +81,18 @@ def set_receive_buffer(port: Any, size: int = DEFAULT_RECEIVE_BUFFER) -> int:
     sock = port.socket
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
+def listen_udp(
+    reactor: Any, protocol: Any, address: Address, receive_buffer: int = DEFAULT_RECEIVE_BUFFER
+) -> Any:
+    """Bind ``protocol`` on ``address`` with its own ``maxPacketSize`` and the receive buffer asked for.
+
+    Twisted's UDP port reads ``recvfrom(maxPacketSize)`` with the value given
+    to ``listenUDP`` (default 8192), not the protocol's attribute: pass it, or
+    larger datagrams are silently truncated (and then fail their HMAC).
+    """
+    host, port = address
+    listening = reactor.listenUDP(port, protocol, interface=host, maxPacketSize=protocol.maxPacketSize)
+    set_receive_buffer(listening, receive_buffer)
+    return listening
