@@ -220,3 +220,15 @@ def fresh_section(backend, tmp_path, request) -> dict[str, Any]:
         return default_section(backend="sqlite", path=str(tmp_path / "fresh.sqlite3"), scrypt_n=1024)
     url = request.getfixturevalue("mysql_url_factory")()
     return default_section(backend="mysql", url=url, scrypt_n=1024)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_hypothesis_inner_test(request):
+    """pytest-twisted wraps a hypothesis test's ``inner_test`` in place, on the function object
+    that all parametrised items share; put the original back after each item, or the next item
+    would run the previous item's wrapper (and fail with "blockon cannot be called...")."""
+    hypothesis = getattr(request.function, "hypothesis", None)
+    saved = getattr(hypothesis, "inner_test", None)
+    yield
+    if hypothesis is not None:
+        hypothesis.inner_test = saved
