@@ -1,0 +1,446 @@
+"""The `cloudp2p` command: parses a story's command line and asks the daemon over its control socket.
+
+Everything but ``init`` talks to the running daemon (`twistd -n cloudp2p-client
+--home DIR`). Results print as readable text, or as one JSON object with
+``--json``; transfers draw a progress bar on stderr. The exit code says what
+happened (table ``CLIENT_EXIT_CODES``; 0 is success).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from cloudp2p.client import errors as cerr
+from cloudp2p.client.progress import ProgressBar
+from cloudp2p.errors import (
+    EXIT_CODES,
+    CloudP2PError,
+    ConfigError,
+    DaemonNotRunning,
+    RequestFailed,
+    UsageError,
+)
+
+MAX_VIEWS = 1000  # the same bound as cloudp2p.client.peer.MAX_VIEWS (kept import-light here)
+
+# The one table of exit codes for the client: the shared ones plus the client's own.
+CLIENT_EXIT_CODES: dict[type[CloudP2PError], int] = {
+    **EXIT_CODES,
+    cerr.ClientError: 10,
+    cerr.HomeError: 11,
+    cerr.NotRegistered: 12,
+    cerr.AlreadyRegistered: 13,
+    cerr.NotSignedIn: 14,
+    cerr.UnknownImage: 15,
+    cerr.UnknownRequest: 16,
+    cerr.UnknownUser: 17,
+    cerr.UserOffline: 18,
+    cerr.TransferFailed: 19,
+    cerr.AccessDenied: 20,
+    cerr.ControlProtocolError: 21,
+    cerr.PeerMessageError: 22,
+}
+
+
+def exit_code_for(error: BaseException) -> int:
+    for cls in type(error).__mro__:
+        if cls in CLIENT_EXIT_CODES:
+            return CLIENT_EXIT_CODES[cls]
+    return 1
+
+
+class RemoteError(CloudP2PError):
+    """The daemon refused the command."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(str(error.get("message", "")))
+        self.error = error
+        code = error.get("exit_code")
+        self.exit_code = code if isinstance(code, int) and 1 <= code <= 125 else 1
+
+    def __str__(self) -> str:
+        return str(self.error.get("message") or "the daemon refused the command")
+
+
+# -- argument types ---------------------------------------------------------------------------------
+
+
+def _views(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            n = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= n <= MAX_VIEWS:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {MAX_VIEWS}, got {n}")
+        return n
+
+    parse.__name__ = "view count"
+    return parse
+
+
+def _existing_file(text: str) -> str:
+    path = os.path.abspath(os.path.expanduser(text))
+    if not os.path.isfile(path):
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    if not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"{text}: cannot read it")
+    return path
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="cloudp2p", description="Share images hidden in covers, with views the owner controls.")
+    p.add_argument("--home", help="the client home (default: $CLOUDP2P_HOME or ~/.local/share/cloudp2p)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the daemon (600)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help)
+
+    s = add("init", "write DIR/client.toml for a cloud (no daemon needed)")
+    s.add_argument(
+        "--server", action="append", required=True, metavar="HOST:PORT", help="a cloud server (repeat)"
+    )
+    s.add_argument("--peer-host", default="127.0.0.1", help="address for the peer listener")
+    s.add_argument("--force", action="store_true", help="overwrite an existing client.toml")
+
+    for name, what in (("register", "create an account (gets the globally unique id)"), ("login", "sign in")):
+        s = add(name, what)
+        s.add_argument("username", nargs=None if name == "register" else "?")
+        s.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add("logout", "sign out (presence ends)")
+
+    s = add("encrypt", "hide an image in a cover, in the cloud")
+    s.add_argument("path", type=_existing_file)
+    s.add_argument("--cover", type=_existing_file, help="your own cover image (default: the cloud picks one)")
+    s.add_argument("--name", help="the name others see (default: the file name)")
+
+    for name, what in (
+        ("publish", "offer an image for others to discover"),
+        ("unpublish", "stop offering it"),
+    ):
+        add(name, what).add_argument("image", help="image id or name")
+    add("users", "online users and the images they offer (thumbnails saved to files)")
+
+    s = add("request", "ask an owner for an image")
+    s.add_argument("user")
+    s.add_argument("image", help="the owner's image id or name")
+    s.add_argument("--views", type=_views(1), required=True)
+
+    add("inbox", "requests made to you as an owner")
+    s = add("accept", "accept a request: the image goes peer to peer")
+    s.add_argument("request_id")
+    s.add_argument("--views", type=_views(1), help="grant this many views instead of the number asked")
+    add("reject", "reject a request").add_argument("request_id")
+
+    add("images", "your images, and received images with views left")
+    s = add("view", "decode a received image into a file (uses one view)")
+    s.add_argument("image", help="image id or name")
+    s.add_argument("--open", action="store_true", help="open it in the system viewer")
+
+    s = add("more-views", "ask the owner for more views")
+    s.add_argument("image")
+    s.add_argument("views", type=_views(1))
+
+    s = add("set-views", "change how many views a viewer has left")
+    s.add_argument("user")
+    s.add_argument("image")
+    s.add_argument("views", type=_views(0))
+    s = add("revoke", "take every view back")
+    s.add_argument("user")
+    s.add_argument("image")
+
+    add("status", "who you are, the cloud's coordinator and servers")
+    add("shutdown", "sign out and stop the daemon")
+    return p
+
+
+# -- talking to the daemon -------------------------------------------------------------------------
+
+
+class DaemonConnection:
+    """A blocking line-JSON client for ``DIR/control.sock``."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            self.sock.close()
+            raise DaemonNotRunning(f"(no daemon listening on {path})") from None
+        except OSError as e:
+            self.sock.close()
+            raise DaemonNotRunning(f"({path}: {e.strerror})") from None
+        self._buffer = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def call(
+        self, cmd: str, args: dict[str, Any], progress: Callable[[dict[str, Any]], None]
+    ) -> dict[str, Any]:
+        self.sock.sendall(json.dumps({"id": 1, "cmd": cmd, "args": args}).encode() + b"\n")
+        while True:
+            msg = self._read()
+            if "progress" in msg and msg.get("id") == 1:
+                progress(msg["progress"])
+                continue
+            if msg.get("id") not in (1, None):
+                continue
+            if msg.get("ok"):
+                return msg.get("result") or {}
+            raise RemoteError(msg.get("error") or {})
+
+    def _read(self) -> dict[str, Any]:
+        while b"\n" not in self._buffer:
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                raise cerr.ClientError("the daemon did not answer in time (see --timeout)") from None
+            if not chunk:
+                raise cerr.ControlProtocolError("the daemon closed the connection (did it stop?)")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            raise cerr.ControlProtocolError("the daemon sent a line that is not JSON") from None
+        if not isinstance(msg, dict):
+            raise cerr.ControlProtocolError("the daemon sent something that is not an object")
+        return msg
+
+
+# -- output ----------------------------------------------------------------------------------------
+
+
+def _fmt_views(n: Any) -> str:
+    return f"{n} view{'s' if n != 1 else ''}"
+
+
+def format_result(command: str, r: dict[str, Any]) -> str:
+    """The readable text for a command's result."""
+    if command == "register":
+        return f"Registered {r['username']} with id {r['user_id']}."
+    if command == "login":
+        lines = [f"Signed in as {r['username']} (id {r['user_id']})."]
+        lines += [f"  applied while you were away: {a}" for a in r.get("applied", [])]
+        return "\n".join(lines)
+    if command == "logout":
+        return f"Signed out {r.get('username') or ''}.".replace(" .", ".")
+    if command == "encrypt":
+        return (
+            f"Encrypted {r['name']} as image {r['image_id']} ({r['size']} bytes).\n"
+            f"  original:  {r['original']}\n  encrypted: {r['encrypted']}"
+        )
+    if command in ("publish", "unpublish"):
+        state = "now offered to others" if r["published"] else "no longer offered"
+        return f"Image {r['name']} ({r['image_id']}) is {state}."
+    if command == "users":
+        if not r["users"]:
+            return "Nobody else is online."
+        lines = []
+        for u in r["users"]:
+            lines.append(f"{u['username']}{' (you)' if u.get('me') else ''}")
+            if not u["images"]:
+                lines.append("    (offers no image)")
+            for im in u["images"]:
+                lines.append(
+                    f"    {im['name']}  id {im['image_id']}  {im['size']} bytes  thumbnail: {im['thumbnail']}"
+                )
+        return "\n".join(lines)
+    if command in ("request", "more-views"):
+        how = "sent to" if r["delivery"] == "peer" else "queued in the directory for"
+        return (
+            f"Request {r['request_id']} for {_fmt_views(r['views'])} of {r['image_id']} {how} {r['owner']}."
+        )
+    if command == "inbox":
+        if not r["requests"]:
+            return "No request."
+        return "\n".join(
+            f"{q['request_id']}  {q['from']} asks {_fmt_views(q['views'])} of {q['image_name']} "
+            f"({q['kind']})  [{q['state']}]"
+            for q in r["requests"]
+        )
+    if command == "accept":
+        return f"Sent {r['image_name']} to {r['viewer']} with {_fmt_views(r['views'])}."
+    if command == "reject":
+        return f"Rejected request {r['request_id']}."
+    if command == "images":
+        lines = ["Your images:"] if r["owned"] else ["You own no image yet."]
+        for im in r["owned"]:
+            pub = "published" if im["published"] else "private"
+            lines.append(f"    {im['name']}  id {im['image_id']}  {pub}  {im['encrypted']}")
+            for viewer, views in sorted(im.get("grants", {}).items()):
+                lines.append(f"        {viewer}: {_fmt_views(views)} granted")
+        lines.append("Received images:" if r["received"] else "No received image.")
+        for im in r["received"]:
+            left = _fmt_views(im["views_left"])
+            lines.append(f"    {im['name']}  id {im['image_id']}  from {im['owner']}  {left} left")
+        return "\n".join(lines)
+    if command == "view":
+        if r["shown"] == "cover":
+            return f"No views left for {r['name']}: the cover is shown instead.\n  {r['path']}"
+        return f"Decoded {r['name']} ({_fmt_views(r['views_left'])} left).\n  {r['path']}"
+    if command in ("set-views", "revoke"):
+        how = "applied at once" if r["delivery"] == "peer" else "queued until they sign in"
+        return f"{r['viewer']} now has {_fmt_views(r['views'])} of {r['image_id']} ({how})."
+    if command == "status":
+        me, cloud = r["me"], r["cloud"]
+        lines = [
+            f"user:        {me.get('username') or '(not registered)'}"
+            + (f" (id {me['user_id']})" if me.get("user_id") else ""),
+            f"session:     {'signed in' if me.get('signed_in') else 'signed out'}",
+            f"peer:        {me.get('peer')}",
+            f"cloud:       {'reachable' if cloud.get('reachable') else 'unreachable'}",
+            f"coordinator: {cloud.get('coordinator') if cloud.get('coordinator') is not None else 'unknown'}",
+        ]
+        for s in cloud.get("servers", []):
+            lines.append(f"  server {s}")
+        return "\n".join(lines)
+    if command == "shutdown":
+        return "The daemon is stopping."
+    return json.dumps(r, indent=2, sort_keys=True)
+
+
+# -- main ------------------------------------------------------------------------------------------
+
+
+def _password(args: argparse.Namespace, stdin: TextIO, confirm: bool) -> str:
+    if args.password_stdin:
+        pw = stdin.readline().rstrip("\n")
+    elif stdin.isatty():
+        pw = getpass.getpass("password: ")
+        if confirm and getpass.getpass("again: ") != pw:
+            raise UsageError("the two passwords differ")
+    else:
+        raise UsageError("no terminal to ask the password on; use --password-stdin")
+    if not pw:
+        raise UsageError("the password is empty")
+    return pw
+
+
+def _request(args: argparse.Namespace, stdin: TextIO) -> tuple[str, dict[str, Any]]:
+    c = args.command
+    if c == "register":
+        return c, {"username": args.username, "password": _password(args, stdin, confirm=True)}
+    if c == "login":
+        return c, {"username": args.username, "password": _password(args, stdin, confirm=False)}
+    if c == "encrypt":
+        return c, {"path": args.path, "cover": args.cover, "name": args.name}
+    if c in ("publish", "unpublish", "view"):
+        return c, {"image": args.image}
+    if c == "request":
+        return c, {"user": args.user, "image": args.image, "views": args.views}
+    if c == "accept":
+        return c, {"request_id": args.request_id, "views": args.views}
+    if c == "reject":
+        return c, {"request_id": args.request_id}
+    if c == "more-views":
+        return c, {"image": args.image, "views": args.views}
+    if c == "set-views":
+        return c, {"user": args.user, "image": args.image, "views": args.views}
+    if c == "revoke":
+        return c, {"user": args.user, "image": args.image}
+    return c, {}
+
+
+def _init(args: argparse.Namespace, home_path: str) -> dict[str, Any]:
+    from cloudp2p.client import config as cconfig
+    from cloudp2p.client.home import Home
+    from cloudp2p.config import parse_hostport
+
+    home = Home(home_path)
+    try:
+        servers = [parse_hostport(s) for s in args.server]
+        text = cconfig.render(servers, peer_host=args.peer_host)
+    except ValueError as e:
+        raise UsageError(f"--server: {e}") from None
+    home.create()
+    if home.config_file.exists() and not args.force:
+        raise ConfigError(f"{home.config_file} exists already (use --force to replace it)")
+    home.write_bytes(home.config_file, text.encode())
+    return {"config": str(home.config_file), "servers": args.server}
+
+
+def _open_viewer(path: str) -> None:
+    opener = shutil.which("xdg-open") or shutil.which("open")
+    if opener is None:
+        raise cerr.ClientError(f"no system viewer found (xdg-open); the image is at {path}")
+    subprocess.Popen([opener, path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run(argv: list[str], stdout: TextIO, stderr: TextIO, stdin: TextIO) -> int:
+    json_out = "--json" in argv
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:  # --help
+            return int(e.code or 0)
+        from cloudp2p.client.home import default_home
+
+        home = os.path.abspath(args.home) if args.home else str(default_home())
+        if args.command == "init":
+            result = _init(args, home)
+            text = f"Wrote {result['config']}; start the daemon with: twistd -n cloudp2p-client --home {home}"
+        else:
+            cmd, params = _request(args, stdin)
+            bar = ProgressBar(stderr)
+            conn = DaemonConnection(os.path.join(home, "control.sock"), args.timeout)
+            try:
+                result = conn.call(cmd, params, lambda p: bar.update(p["label"], p["done"], p["total"]))
+            finally:
+                bar.finish()
+                conn.close()
+            if cmd == "view" and args.open:
+                _open_viewer(result["path"])
+            text = format_result(cmd, result)
+    except CloudP2PError as e:
+        code = e.exit_code if isinstance(e, RemoteError) else exit_code_for(e)
+        if json_out:
+            err = (
+                e.error
+                if isinstance(e, RemoteError)
+                else {
+                    "type": type(e).__name__,
+                    "code": e.code if isinstance(e, RequestFailed) else type(e).__name__,
+                    "message": str(e),
+                    "exit_code": code,
+                }
+            )
+            stdout.write(json.dumps({"ok": False, "error": err}, sort_keys=True) + "\n")
+        stderr.write(f"cloudp2p: error: {e}\n")
+        return code
+    except KeyboardInterrupt:
+        stderr.write("cloudp2p: interrupted (the daemon finishes or resumes the work on its own)\n")
+        return 130
+    if json_out:
+        stdout.write(json.dumps({"ok": True, "result": result}, sort_keys=True) + "\n")
+    else:
+        stdout.write(text + "\n")
+    return 0
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:], sys.stdout, sys.stderr, sys.stdin))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1110 @@
+"""The user stories: one method per `cloudp2p` command, and the peer messages that carry them.
+
+Each ``cmd_*`` takes the control request's ``args`` (checked here again: the
+socket is an API too) and a ``progress(label, done, total)`` callback, and
+returns the result dict the command prints. Bad input raises before anything
+changes; each state change is saved before the next step starts.
+
+Sharing, step by step::
+
+    viewer: request ──share_request──▶ owner: inbox (pending)          (peer, or queued if offline)
+    owner:  accept: grant a copy for the viewer's key, offer it ──share_offer──▶ viewer
+    viewer: fetch (resumable) ──▶ check it opens ──▶ received ──share_done──▶ owner: accepted
+    owner:  set-views / revoke / accepted more-views ──rights_update──▶ viewer   (peer, or queued)
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from cloudp2p.client import errors as cerr
+from cloudp2p.client.daemon import ClientDaemon
+from cloudp2p.client.identity import b64, unb64
+from cloudp2p.client.images import check_image, make_thumbnail
+from cloudp2p.client.peer import MAX_VIEWS, PeerMessage, valid_username
+from cloudp2p.errors import CloudUnreachable, InvalidImage, RequestFailed
+
+Progress = Callable[[str, int, int], None]
+Command = Callable[[dict[str, Any], Progress], Awaitable[dict[str, Any]]]
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_FORMATS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "BMP": "bmp", "WEBP": "webp", "TIFF": "tif"}
+FETCH_ATTEMPTS = 4
+OFFER_LIFETIME = 900.0  # seconds an accepted share stays offered for the viewer to (re)fetch
+
+
+# -- argument checks -------------------------------------------------------------------------------
+
+
+def arg_str(args: dict[str, Any], name: str, *, optional: bool = False, limit: int = 4096) -> str | None:
+    value = args.get(name)
+    if value is None:
+        if optional:
+            return None
+        raise cerr.InvalidArgument(f"({name} is missing)")
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise cerr.InvalidArgument(f"({name} must be a non-empty string of at most {limit} characters)")
+    return value
+
+
+def arg_views(
+    args: dict[str, Any], name: str = "views", *, low: int = 1, optional: bool = False
+) -> int | None:
+    value = args.get(name)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_VIEWS:
+        raise cerr.InvalidArgument(
+            f"({name} must be a whole number from {low} to {MAX_VIEWS}, got {value!r})"
+        )
+    return value
+
+
+def arg_user(args: dict[str, Any], name: str = "user") -> str:
+    value = arg_str(args, name, limit=64)
+    assert value is not None
+    if not valid_username(value):
+        raise cerr.InvalidArgument(f"({name} {value!r} is not a user name)")
+    return value
+
+
+def transfer_meta(offer: Any) -> dict[str, Any]:
+    meta = getattr(offer, "meta", None)
+    if callable(meta):
+        return dict(meta())
+    return {"port": offer.port, "transfer_id": offer.transfer_id, "size": offer.size, "sha256": offer.sha256}
+
+
+def _image_format(data: bytes) -> str:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return _FORMATS.get(im.format or "", "img")
+    except Exception:
+        return "img"
+
+
+def _safe_stem(name: str) -> str:
+    stem = os.path.splitext(os.path.basename(name))[0]
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("._") or "image"
+    return stem[:60]
+
+
+class Stories:
+    log = Logger()
+
+    def __init__(self, daemon: ClientDaemon) -> None:
+        self.d = daemon
+        daemon.handlers.update(
+            {
+                "share_request": self.on_share_request,
+                "share_offer": self.on_share_offer,
+                "share_rejected": self.on_share_rejected,
+                "share_done": self.on_share_done,
+                "rights_update": self.on_rights_update,
+            }
+        )
+        self._offers: dict[str, tuple[Any, defer.Deferred[None], Any]] = {}
+        self._fetching: dict[str, defer.Deferred[Any]] = {}
+        self.fetch_progress: dict[str, tuple[int, int]] = {}
+
+    @property
+    def state(self) -> Any:
+        return self.d.state
+
+    def commands(self) -> dict[str, Command]:
+        return {
+            "register": self.cmd_register,
+            "login": self.cmd_login,
+            "logout": self.cmd_logout,
+            "encrypt": self.cmd_encrypt,
+            "publish": self.cmd_publish,
+            "unpublish": self.cmd_unpublish,
+            "users": self.cmd_users,
+            "request": self.cmd_request,
+            "inbox": self.cmd_inbox,
+            "accept": self.cmd_accept,
+            "reject": self.cmd_reject,
+            "images": self.cmd_images,
+            "view": self.cmd_view,
+            "more-views": self.cmd_more_views,
+            "set-views": self.cmd_set_views,
+            "revoke": self.cmd_revoke,
+            "status": self.cmd_status,
+            "shutdown": self.cmd_shutdown,
+        }
+
+    async def stop(self) -> None:
+        for rid in list(self._offers):
+            self._close_offer(rid)
+        for d in list(self._fetching.values()):
+            d.cancel()
+
+    # -- accounts ------------------------------------------------------------------------------------
+
+    async def cmd_register(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        username = arg_user(args, "username")
+        password = arg_str(args, "password", limit=1024)
+        if self.d.username:
+            raise cerr.AlreadyRegistered(f"(it belongs to {self.d.username})")
+        assert self.d.identity is not None
+        reply = await self.d.call("register", username, password, self.d.identity.public_keys())
+        self.d.save_session(username=reply["username"], user_id=reply["user_id"])
+        return {"username": reply["username"], "user_id": reply["user_id"]}
+
+    async def cmd_login(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        username = arg_str(args, "username", optional=True, limit=64) or self.d.username
+        password = arg_str(args, "password", limit=1024)
+        self.d.require_registered()
+        if username.lower() != (self.d.username or "").lower():
+            raise cerr.NotRegistered(f"(this home holds the keys of {self.d.username}, not {username})")
+        addr = self.d.peer_address
+        assert addr is not None and password is not None
+        reply = await self.d.call("sign_in", username, password, addr[0], addr[1])
+        if reply.get("user_id") != self.d.user_id:
+            raise cerr.HomeError(f"(the directory's {username} is another account than this home's)")
+        self.d.signed_in(reply)
+        applied: list[str] = []
+        try:
+            applied = await self.d.drain_queue()
+        except (CloudUnreachable, RequestFailed) as e:
+            self.log.info("queued messages will be fetched later: {why}", why=str(e))
+        self.resume_fetches()
+        return {
+            "username": reply["username"],
+            "user_id": reply["user_id"],
+            "expires": reply.get("expires"),
+            "applied": applied,
+        }
+
+    async def cmd_logout(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        token = self.d.require_token()
+        try:
+            await self.d.call("sign_out", token)
+        except cerr.NotSignedIn:
+            pass
+        finally:
+            self.d.signed_out("logout")
+        return {"username": self.d.username}
+
+    # -- encrypt and publish -------------------------------------------------------------------------
+
+    async def cmd_encrypt(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        path = arg_str(args, "path")
+        cover_path = arg_str(args, "cover", optional=True)
+        name = arg_str(args, "name", optional=True, limit=200)
+        assert path is not None
+        for p in (path, cover_path):
+            if p is not None and not os.path.isabs(p):
+                raise cerr.InvalidArgument(f"({p}: paths must be absolute)")
+        name = name or os.path.basename(path)
+        token = self.d.require_token()
+        limit = self.d.config.max_image_size
+        data = await self.d.read_file(path, limit)
+        fmt, width, height = await self.d.run_blocking(check_image, data, os.path.basename(path))
+        cover = None
+        if cover_path is not None:
+            cover = await self.d.read_file(cover_path, limit)
+            await self.d.run_blocking(check_image, cover, os.path.basename(cover_path))
+        upload = f"uploading {name}"
+        offers = [self.d.transfers.offer(data, progress=lambda done, total: progress(upload, done, total))]
+        if cover is not None:
+            offers.append(self.d.transfers.offer(cover))
+        try:
+            progress(upload, 0, len(data))
+            reply = await self.d.call(
+                "encrypt", token, transfer_meta(offers[0]), transfer_meta(offers[1]) if cover else None, name
+            )
+            progress(upload, len(data), len(data))
+            image_id = reply.get("image_id")
+            if not isinstance(image_id, str) or not _UUID.match(image_id):
+                raise RequestFailed("bad_reply", f"the cloud sent an unusable image id {image_id!r:.60}")
+            content_key = unb64(reply["content_key"], length=32)
+            target = self.d.home.sub("encrypted") / f"{image_id}.png"
+            label = f"downloading {name} (encrypted)"
+            png = await self._fetch_from_cloud(target, reply, label, progress)
+        finally:
+            for offer in offers:
+                offer.close()
+        original = self.d.home.sub("originals") / f"{image_id}.{_FORMATS.get(fmt, 'img')}"
+        await self.d.write_file(original, data)
+        record = {
+            "name": name,
+            "original": self.d.home.relative(original),
+            "encrypted": self.d.home.relative(target),
+            "content_key": b64(content_key),
+            "size": len(png),
+            "width": width,
+            "height": height,
+            "published": False,
+            "created": self.d.wall_clock(),
+        }
+        self.state.put("images", image_id, record)
+        return {
+            "image_id": image_id,
+            "name": name,
+            "original": str(original),
+            "encrypted": str(target),
+            "size": len(png),
+            "cover": reply.get("cover"),
+        }
+
+    async def _fetch_from_cloud(
+        self, target: Any, reply: dict[str, Any], label: str, progress: Progress
+    ) -> bytes:
+        """Fetch an encrypt result from the server that offered it.
+
+        The reply does not say which server answered; every server's host is
+        tried in turn (on one machine they are all the same host).
+        """
+        result = reply["result"]
+        hosts = [reply["host"]] if isinstance(reply.get("host"), str) else []
+        hosts += [h for h, _ in self.d.config.servers if h not in hosts]
+        last: Exception | None = None
+        for host in hosts:
+            try:
+                return await self._fetch_bytes(target, host, result, label, progress)
+            except cerr.TransferFailed as e:
+                last = e
+        assert last is not None
+        raise last
+
+    async def _fetch_bytes(
+        self, target: Any, host: str, meta: dict[str, Any], label: str, progress: Progress
+    ) -> bytes:
+        size, sha = int(meta["size"]), meta["sha256"]
+        progress(label, 0, size)
+        try:
+            await self.d.transfers.fetch_to_file(
+                str(target),
+                (host, int(meta["port"])),
+                meta["transfer_id"],
+                size,
+                sha,
+                progress=lambda done, total=size: progress(label, done, total),
+            )
+        except Exception as e:
+            if isinstance(e, (cerr.ClientError,)):
+                raise
+            raise cerr.TransferFailed(f"({e})") from None
+        os.chmod(target, 0o600)
+        progress(label, size, size)
+        return await self.d.read_file(target)
+
+    def owned(self, ref: str) -> tuple[str, dict[str, Any]]:
+        return self._find("images", ref, "your images")
+
+    def _find(self, section: str, ref: str, what: str) -> tuple[str, dict[str, Any]]:
+        record = self.state.get(section, ref)
+        if record is not None:
+            return ref, record
+        matches = [(k, r) for k, r in self.state.items(section) if r.get("name") == ref or k.startswith(ref)]
+        if len(ref) < 4:
+            matches = [(k, r) for k, r in matches if r.get("name") == ref]
+        if not matches:
+            raise cerr.UnknownImage(f"({ref!r} is not among {what})")
+        if len(matches) > 1:
+            ids = ", ".join(k for k, _ in matches)
+            raise cerr.UnknownImage(f"({ref!r} matches several of {what}: {ids}; give the id)")
+        return matches[0]
+
+    async def cmd_publish(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        image_id, record = self.owned(arg_str(args, "image") or "")
+        token = self.d.require_token()
+        original = await self.d.read_file(self.d.home.resolve(record["original"]))
+        thumb = await self.d.run_blocking(make_thumbnail, original)
+        await self.d.call("publish_image", token, image_id, record["name"], record["size"], b64(thumb))
+        self.state.update("images", image_id, published=True)
+        return {"image_id": image_id, "name": record["name"], "published": True}
+
+    async def cmd_unpublish(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        image_id, record = self.owned(arg_str(args, "image") or "")
+        token = self.d.require_token()
+        try:
+            await self.d.call("unpublish_image", token, image_id)
+        except RequestFailed as e:
+            if e.code != "image_not_found":
+                raise
+        self.state.update("images", image_id, published=False)
+        return {"image_id": image_id, "name": record["name"], "published": False}
+
+    # -- discovery -----------------------------------------------------------------------------------
+
+    async def cmd_users(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        token = self.d.require_token()
+        users = await self.d.call("list_online", token)
+        out = []
+        for u in sorted(users, key=lambda u: u["username"].lower()):
+            name = u["username"]
+            if not valid_username(name):
+                continue
+            folder = self.d.home.sub("thumbnails") / name
+            images = []
+            catalog: dict[str, Any] = {}
+            for im in u.get("images", []):
+                try:
+                    thumb = base64.b64decode(im.get("thumbnail") or "", validate=True)
+                except ValueError:
+                    thumb = b""
+                ext = "jpg" if im.get("mime") == "image/jpeg" else "png"
+                path = folder / f"{im['image_id']}.{ext}"
+                if thumb:
+                    await self.d.run_blocking(self._save_thumbnail, folder, path, thumb)
+                images.append(
+                    {
+                        "image_id": im["image_id"],
+                        "name": im["name"],
+                        "size": im["size"],
+                        "thumbnail": str(path) if thumb else None,
+                    }
+                )
+                catalog[im["image_id"]] = {"name": im["name"], "size": im["size"]}
+            if name != self.d.username:
+                self.state.put("catalog", name, {"images": catalog, "seen": self.d.wall_clock()})
+            out.append(
+                {
+                    "username": name,
+                    "user_id": u.get("user_id"),
+                    "me": name == self.d.username,
+                    "images": images,
+                }
+            )
+        return {"users": out, "thumbnails_dir": str(self.d.home.sub("thumbnails"))}
+
+    def _save_thumbnail(self, folder: Any, path: Any, data: bytes) -> None:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        self.d.home.write_bytes(path, data)
+
+    # -- requests (viewer side) ----------------------------------------------------------------------
+
+    def _catalog_image(self, owner: str, ref: str) -> tuple[str, str]:
+        """(image id, name) of ``owner``'s image ``ref`` (an id, or a name from the last `users`)."""
+        catalog = (self.state.get("catalog", owner) or {}).get("images", {})
+        if ref in catalog:
+            return ref, catalog[ref]["name"]
+        named = [
+            (k, v["name"])
+            for k, v in catalog.items()
+            if v["name"] == ref or (len(ref) >= 4 and k.startswith(ref))
+        ]
+        if len(named) == 1:
+            return named[0]
+        if len(named) > 1:
+            raise cerr.UnknownImage(f"({owner} offers several images called {ref!r}; give the id)")
+        if _UUID.match(ref):
+            return ref, ref
+        raise cerr.UnknownImage(f"({owner} offers no image {ref!r}; run `cloudp2p users` to list them)")
+
+    async def cmd_request(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        owner = arg_user(args)
+        ref = arg_str(args, "image", limit=255) or ""
+        views = arg_views(args)
+        self.d.require_token()
+        if owner.lower() == (self.d.username or "").lower():
+            raise cerr.InvalidArgument("(you own your images already; `cloudp2p view` shows them)")
+        info = await self.d.lookup(owner, fresh=True)
+        owner = info["username"]
+        image_id, name = self._catalog_image(owner, ref)
+        return await self._ask(owner, image_id, name, views, "share")
+
+    async def _ask(self, owner: str, image_id: str, name: str, views: int, kind: str) -> dict[str, Any]:
+        request_id = os.urandom(4).hex()
+        self.state.put(
+            "outbox",
+            request_id,
+            {
+                "to": owner,
+                "image_id": image_id,
+                "image_name": name,
+                "views": views,
+                "kind": kind,
+                "state": "sent",
+                "created": self.d.wall_clock(),
+            },
+        )
+        body = {"request_id": request_id, "image_id": image_id, "views": views, "kind": kind}
+        try:
+            delivery = await self.d.send_message(owner, "share_request", body)
+        except BaseException:
+            self.state.delete("outbox", request_id)
+            raise
+        if delivery == "queued":
+            self.state.update("outbox", request_id, state="queued")
+        return {
+            "request_id": request_id,
+            "owner": owner,
+            "image_id": image_id,
+            "image_name": name,
+            "views": views,
+            "delivery": delivery,
+        }
+
+    async def cmd_more_views(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        image_id, record = self._find("received", arg_str(args, "image") or "", "received images")
+        views = arg_views(args)
+        self.d.require_token()
+        return await self._ask(record["owner"], image_id, record["name"], views, "more")
+
+    # -- requests (owner side) -----------------------------------------------------------------------
+
+    async def on_share_request(self, msg: PeerMessage, addr: Any) -> str | None:
+        b = msg.body
+        rid, image_id = b["request_id"], b["image_id"]
+        existing = self.state.get("inbox", rid)
+        if existing is not None:
+            return None
+        record = self.state.get("images", image_id)
+        grant = (self.state.get("grants", image_id) or {}).get(msg.sender)
+        problem = None
+        if record is None:
+            problem = "no such image"
+        elif b["kind"] == "more" and grant is None:
+            problem = "more views asked for a copy never shared"
+        if problem is not None:
+            self.log.info(
+                "refusing request {rid} from {sender}: {why}", rid=rid, sender=msg.sender, why=problem
+            )
+            self._background(
+                self.d.send_message(msg.sender, "share_rejected", {"request_id": rid, "image_id": image_id})
+            )
+            return None
+        self.state.put(
+            "inbox",
+            rid,
+            {
+                "from": msg.sender,
+                "image_id": image_id,
+                "image_name": record["name"],
+                "views": b["views"],
+                "kind": b["kind"],
+                "state": "pending",
+                "received_at": self.d.wall_clock(),
+            },
+        )
+        what = "more views" if b["kind"] == "more" else "views"
+        return f"{msg.sender} asks for {b['views']} {what} of {record['name']} (request {rid})"
+
+    def _background(self, coro: Any) -> None:
+        d = defer.Deferred.fromCoroutine(coro)
+        d.addErrback(lambda f: self.log.info("background message not sent: {why}", why=f.getErrorMessage()))
+
+    async def cmd_inbox(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        requests = [
+            {
+                "request_id": rid,
+                **{
+                    k: r[k]
+                    for k in ("from", "image_id", "image_name", "views", "kind", "state", "received_at")
+                },
+            }
+            for rid, r in self.state.items("inbox")
+        ]
+        requests.sort(key=lambda r: r["received_at"])
+        return {"requests": requests}
+
+    def _inbox(self, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        rid = arg_str(args, "request_id", limit=64) or ""
+        record = self.state.get("inbox", rid)
+        if record is None:
+            raise cerr.UnknownRequest(f"({rid!r})")
+        return rid, record
+
+    async def cmd_reject(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        rid, record = self._inbox(args)
+        if record["state"] != "pending":
+            raise cerr.ClientError(
+                f"(request {rid} is {record['state']}, only a pending request can be rejected)"
+            )
+        self.d.require_token()
+        delivery = await self.d.send_message(
+            record["from"], "share_rejected", {"request_id": rid, "image_id": record["image_id"]}
+        )
+        self.state.move_inbox(rid, "rejected")
+        return {"request_id": rid, "state": "rejected", "delivery": delivery}
+
+    async def cmd_accept(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        rid, record = self._inbox(args)
+        views = arg_views(args, optional=True) or record["views"]
+        if record["state"] in ("rejected", "accepted"):
+            raise cerr.ClientError(f"(request {rid} is already {record['state']})")
+        self.d.require_token()
+        image_id, viewer = record["image_id"], record["from"]
+        image = self.state.get("images", image_id)
+        if image is None:
+            raise cerr.UnknownImage(f"({image_id} was deleted)")
+        info = await self.d.lookup(viewer, fresh=True)
+        if record["kind"] == "more":
+            grant = (self.state.get("grants", image_id) or {}).get(viewer)
+            if grant is None:
+                raise cerr.ClientError(f"({viewer} has no copy of {image['name']} to add views to)")
+            total = min(MAX_VIEWS, grant["views"] + views)
+            delivery = await self._send_rights(viewer, info, image_id, image, total, "more")
+            self.state.update("inbox", rid, state="accepted", granted=views)
+            return {
+                "request_id": rid,
+                "viewer": viewer,
+                "image_id": image_id,
+                "image_name": image["name"],
+                "views": total,
+                "delivery": delivery,
+            }
+        if not (info.get("online") and info.get("host") and info.get("port")):
+            raise cerr.UserOffline(
+                f"({viewer} must be online to receive the image; the request stays in the inbox)"
+            )
+        return await self._share(rid, record, image_id, image, viewer, info, views, progress)
+
+    async def _share(
+        self,
+        rid: str,
+        record: dict[str, Any],
+        image_id: str,
+        image: dict[str, Any],
+        viewer: str,
+        info: dict[str, Any],
+        views: int,
+        progress: Progress,
+    ) -> dict[str, Any]:
+        from cloudp2p.encryption import container
+
+        assert self.d.identity is not None
+        png = await self.d.read_file(self.d.home.resolve(image["encrypted"]))
+        previous = (self.state.get("grants", image_id) or {}).get(viewer)
+        version = (previous["version"] + 1) if previous else 1
+        copy = await self.d.run_blocking(
+            container.grant,
+            png,
+            unb64(image["content_key"], length=32),
+            owner_ed25519=self.d.identity.ed25519,
+            owner_id=self.d.user_id,
+            viewer_id=info["user_id"],
+            viewer_x25519_pub=self.d.owner_public(info, "x25519"),
+            views=views,
+            version=version,
+        )
+        self._close_offer(rid)
+        label = f"sending {image['name']} to {viewer}"
+        offer = self.d.transfers.offer(
+            copy, timeout=OFFER_LIFETIME, progress=lambda done, total: progress(label, done, total)
+        )
+        waiter: defer.Deferred[None] = defer.Deferred()
+        timer = self.d.reactor.callLater(OFFER_LIFETIME, self._close_offer, rid)
+        self._offers[rid] = (offer, waiter, timer)
+        if record["state"] == "pending":
+            self.state.move_inbox(rid, "sending")
+        body = {
+            "request_id": rid,
+            "image_id": image_id,
+            "image_name": image["name"],
+            "views": views,
+            "transfer": transfer_meta(offer),
+        }
+        assert self.d.messenger is not None
+        msg = self.d.messenger.message("share_offer", viewer, body)
+        progress(label, 0, len(copy))
+        if not await self.d.messenger.send(
+            msg, (info["host"], int(info["port"])), self.d.config.peer_timeout
+        ):
+            self._close_offer(rid)
+            self.state.move_inbox(rid, "pending")
+            raise cerr.UserOffline(f"({viewer} did not answer; the request stays in the inbox)")
+        grants = self.state.get("grants", image_id) or {}
+        grants[viewer] = {"user_id": info["user_id"], "views": views, "version": version}
+        self.state.put("grants", image_id, grants)
+        delivered = await self._wait_delivery(waiter, label, len(copy), progress)
+        return {
+            "request_id": rid,
+            "viewer": viewer,
+            "image_id": image_id,
+            "image_name": image["name"],
+            "views": views,
+            "delivery": "peer",
+            "delivered": delivered,
+        }
+
+    async def _wait_delivery(
+        self, waiter: defer.Deferred[None], label: str, size: int, progress: Progress
+    ) -> bool:
+        """Wait (at most ``transfer_timeout``) for the viewer's share_done: their fetch finished."""
+        if not waiter.called:
+            either: defer.Deferred[None] = defer.Deferred()
+
+            def fire(result: Any = None) -> Any:
+                if not either.called:
+                    either.callback(None)
+                return result
+
+            waiter.addBoth(fire)
+            timer = self.d.reactor.callLater(self.d.config.transfer_timeout, fire)
+            await either
+            if timer.active():
+                timer.cancel()
+        if waiter.called:
+            progress(label, size, size)
+            return True
+        return False
+
+    async def sleep(self, seconds: float) -> None:
+        d: defer.Deferred[None] = defer.Deferred()
+        self.d.reactor.callLater(seconds, d.callback, None)
+        await d
+
+    def _close_offer(self, rid: str) -> None:
+        entry = self._offers.pop(rid, None)
+        if entry is None:
+            return
+        offer, waiter, timer = entry
+        if timer is not None and timer.active():
+            timer.cancel()
+        try:
+            offer.close()
+        except Exception:
+            self.log.failure("closing an offer failed")
+
+    async def on_share_done(self, msg: PeerMessage, addr: Any) -> str | None:
+        rid = msg.body["request_id"]
+        record = self.state.get("inbox", rid)
+        if record is None or record["from"] != msg.sender:
+            return None
+        if record["state"] == "sending":
+            self.state.move_inbox(rid, "accepted")
+        entry = self._offers.get(rid)
+        if entry is not None and not entry[1].called:
+            entry[1].callback(None)
+        self._close_offer(rid)
+        return f"{msg.sender} received {record['image_name']}"
+
+    # -- receiving a copy (viewer side) ---------------------------------------------------------------
+
+    async def on_share_offer(self, msg: PeerMessage, addr: Any) -> str | None:
+        b = msg.body
+        rid = b["request_id"]
+        record = self.state.get("outbox", rid)
+        if record is None or record["to"] != msg.sender or record["image_id"] != b["image_id"]:
+            self.log.info("ignored an unsolicited share offer from {sender}", sender=msg.sender)
+            return None
+        if record["state"] in ("rejected",):
+            return None
+        host = addr[0] if addr is not None else None
+        if host is None:
+            info = await self.d.lookup(msg.sender, fresh=True)
+            host = info.get("host")
+        self.state.update(
+            "outbox",
+            rid,
+            state="fetching",
+            transfer=b["transfer"],
+            host=host,
+            views=b["views"],
+            image_name=b["image_name"],
+            attempts=0,
+            error=None,
+        )
+        self._start_fetch(rid)
+        return f"{msg.sender} accepted: {b['image_name']} with {b['views']} views is on its way"
+
+    def resume_fetches(self) -> None:
+        for rid, record in self.state.items("outbox"):
+            if record["state"] in ("fetching", "failed") and record.get("attempts", 0) < FETCH_ATTEMPTS:
+                self._start_fetch(rid)
+
+    def _start_fetch(self, rid: str) -> None:
+        if rid in self._fetching:
+            return
+        d = defer.Deferred.fromCoroutine(self._fetch(rid))
+        self._fetching[rid] = d
+
+        def done(result: Any) -> None:
+            self._fetching.pop(rid, None)
+            self.fetch_progress.pop(rid, None)
+            return None
+
+        d.addBoth(done)
+
+    async def _fetch(self, rid: str) -> None:
+        from cloudp2p.encryption import container
+        from cloudp2p.encryption.errors import EncryptionError
+
+        record = self.state.get("outbox", rid)
+        if record is None:
+            return
+        meta, host = record["transfer"], record["host"]
+        image_id = record["image_id"]
+        incoming = self.d.home.sub("received") / f"{image_id}.incoming"
+        attempts = record.get("attempts", 0)
+        try:
+            while True:
+                attempts += 1
+                self.state.update("outbox", rid, attempts=attempts)
+                try:
+                    await self.d.transfers.fetch_to_file(
+                        str(incoming),
+                        (host, int(meta["port"])),
+                        meta["transfer_id"],
+                        int(meta["size"]),
+                        meta["sha256"],
+                        progress=lambda done, total=int(meta["size"]): self._fetch_tick(rid, done, total),
+                    )
+                    break
+                except defer.CancelledError:
+                    raise
+                except Exception as e:
+                    if attempts >= FETCH_ATTEMPTS:
+                        raise cerr.TransferFailed(f"({e})") from None
+                    self.log.info("fetching {rid} failed ({why}); resuming", rid=rid, why=str(e))
+                    await self.sleep(1.0 * attempts)
+            data = await self.d.read_file(incoming)
+            owner = await self.d.lookup(record["to"])
+            assert self.d.identity is not None
+            env = await self.d.run_blocking(container.peek, data, self.d.identity.x25519)
+            if (
+                env.image_id != image_id
+                or env.owner_id != str(owner["user_id"])
+                or env.viewer_id != str(self.d.user_id)
+            ):
+                raise cerr.AccessDenied("(the copy received is not the one requested)")
+            status = await self.d.run_blocking(
+                container.status,
+                data,
+                viewer_x25519=self.d.identity.x25519,
+                viewer_id=self.d.user_id,
+                owner_id=owner["user_id"],
+                owner_ed25519_pub=self.d.owner_public(owner, "ed25519"),
+                ledger=self.ledger(),
+            )
+            final = self.d.home.sub("received") / f"{image_id}.png"
+            os.replace(incoming, final)
+            os.chmod(final, 0o600)
+            self.state.put(
+                "received",
+                image_id,
+                {
+                    "owner": record["to"],
+                    "owner_id": owner["user_id"],
+                    "owner_ed25519": owner["keys"]["ed25519"],
+                    "name": record["image_name"],
+                    "container": self.d.home.relative(final),
+                    "views_left": status.views_left,
+                    "views_total": status.rights.views,
+                    "received_at": self.d.wall_clock(),
+                    "request_id": rid,
+                },
+            )
+            self.state.move_outbox(rid, "received")
+        except defer.CancelledError:
+            raise
+        except (EncryptionError, cerr.ClientError, CloudUnreachable, RequestFailed, OSError) as e:
+            self.log.warn(  # noqa: G010
+                "could not receive {rid} from {owner}: {why}", rid=rid, owner=record["to"], why=str(e)
+            )
+            current = self.state.get("outbox", rid)
+            if current is not None and current["state"] == "fetching":
+                self.state.move_outbox(rid, "failed", error=str(e))
+            return
+        self._background(
+            self.d.send_message(
+                record["to"], "share_done", {"request_id": rid, "image_id": image_id}, queue=False
+            )
+        )
+        for blob in (self.state.get("pending_rights", image_id) or {}).get("blobs", []):
+            try:
+                await self._apply_rights(image_id, unb64(blob))
+            except Exception as e:
+                self.log.info("a rights update kept for later does not apply: {why}", why=str(e))
+        self.state.delete("pending_rights", image_id)
+
+    def _fetch_tick(self, rid: str, done: int, total: int) -> None:
+        self.fetch_progress[rid] = (done, total)
+
+    def ledger(self) -> Any:
+        from cloudp2p.encryption.ledger import Ledger
+
+        return Ledger(self.d.home.sub("ledger") / "ledger.json")
+
+    async def on_share_rejected(self, msg: PeerMessage, addr: Any) -> str | None:
+        rid = msg.body["request_id"]
+        record = self.state.get("outbox", rid)
+        if record is None or record["to"] != msg.sender or record["state"] not in ("sent", "queued"):
+            return None
+        self.state.move_outbox(rid, "rejected")
+        return f"{msg.sender} rejected your request {rid} for {record['image_name']}"
+
+    # -- rights --------------------------------------------------------------------------------------
+
+    async def _send_rights(
+        self, viewer: str, info: dict[str, Any], image_id: str, image: dict[str, Any], views: int, reason: str
+    ) -> str:
+        from cloudp2p.encryption import container
+
+        assert self.d.identity is not None
+        grants = self.state.get("grants", image_id) or {}
+        grant = grants.get(viewer)
+        if grant is None:
+            raise cerr.ClientError(f"({viewer} has no copy of {image['name']})")
+        png = await self.d.read_file(self.d.home.resolve(image["encrypted"]))
+        own = await self.d.run_blocking(container.open_own, png, unb64(image["content_key"], length=32))
+        version = grant["version"] + 1
+        blob = container.sign_rights(
+            owner_ed25519=self.d.identity.ed25519,
+            owner_id=self.d.user_id,
+            viewer_id=grant["user_id"],
+            image_id=image_id,
+            payload_hash=own.payload_hash,
+            views=views,
+            version=version,
+        )
+        body = {"image_id": image_id, "views": views, "rights": b64(blob), "reason": reason}
+        # Record first: a version number must never be reused, even if sending fails.
+        grants[viewer] = {**grant, "views": views, "version": version}
+        self.state.put("grants", image_id, grants)
+        return await self.d.send_message(viewer, "rights_update", body)
+
+    async def _set_views(self, args: dict[str, Any], views: int, reason: str) -> dict[str, Any]:
+        viewer = arg_user(args)
+        image_id, image = self.owned(arg_str(args, "image") or "")
+        self.d.require_token()
+        if viewer not in (self.state.get("grants", image_id) or {}):
+            raise cerr.UnknownUser(f"({viewer} has no copy of {image['name']})")
+        info = await self.d.lookup(viewer, fresh=True)
+        delivery = await self._send_rights(viewer, info, image_id, image, views, reason)
+        return {
+            "viewer": viewer,
+            "image_id": image_id,
+            "image_name": image["name"],
+            "views": views,
+            "delivery": delivery,
+        }
+
+    async def cmd_set_views(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        return await self._set_views(args, arg_views(args, low=0) or 0, "set")
+
+    async def cmd_revoke(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        return await self._set_views(args, 0, "revoke")
+
+    async def on_rights_update(self, msg: PeerMessage, addr: Any) -> str | None:
+        from cloudp2p.encryption.errors import RightsOutdatedError
+
+        image_id = msg.body["image_id"]
+        blob = unb64(msg.body["rights"])
+        record = self.state.get("received", image_id)
+        if record is None:
+            waiting = [
+                r
+                for _, r in self.state.items("outbox")
+                if r["image_id"] == image_id and r["to"] == msg.sender
+            ]
+            if waiting:
+                kept = self.state.get("pending_rights", image_id) or {"blobs": []}
+                kept["blobs"].append(msg.body["rights"])
+                self.state.put("pending_rights", image_id, kept)
+            return None
+        if record["owner"] != msg.sender:
+            self.log.warn(  # noqa: G010
+                "{sender} sent rights for {image}, owned by {owner}: ignored",
+                sender=msg.sender,
+                image=image_id,
+                owner=record["owner"],
+            )
+            return None
+        try:
+            left = await self._apply_rights(image_id, blob)
+        except RightsOutdatedError:
+            return None
+        if msg.body["reason"] == "revoke":
+            return f"{msg.sender} revoked your views of {record['name']}"
+        return (
+            f"{msg.sender} set your views of {record['name']} to {msg.body['views']} in total ({left} left)"
+        )
+
+    async def _apply_rights(self, image_id: str, blob: bytes) -> int:
+        from cloudp2p.encryption import container
+
+        assert self.d.identity is not None
+        record = self.state.get("received", image_id)
+        assert record is not None
+        path = self.d.home.resolve(record["container"])
+        png = await self.d.read_file(path)
+        new_png, status = await self.d.run_blocking(
+            container.apply_rights,
+            png,
+            blob,
+            viewer_x25519=self.d.identity.x25519,
+            viewer_id=self.d.user_id,
+            owner_id=record["owner_id"],
+            owner_ed25519_pub=unb64(record["owner_ed25519"], length=32),
+            ledger=self.ledger(),
+        )
+        await self.d.write_file(path, new_png)
+        self.state.update("received", image_id, views_left=status.views_left, views_total=status.rights.views)
+        return status.views_left
+
+    # -- images and viewing --------------------------------------------------------------------------
+
+    async def cmd_images(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        owned = []
+        for image_id, r in self.state.items("images"):
+            grants = {v: g["views"] for v, g in (self.state.get("grants", image_id) or {}).items()}
+            owned.append(
+                {
+                    "image_id": image_id,
+                    "name": r["name"],
+                    "published": r["published"],
+                    "encrypted": str(self.d.home.resolve(r["encrypted"])),
+                    "original": str(self.d.home.resolve(r["original"])),
+                    "grants": grants,
+                }
+            )
+        received = [
+            {
+                "image_id": image_id,
+                "name": r["name"],
+                "owner": r["owner"],
+                "views_left": r["views_left"],
+                "path": str(self.d.home.resolve(r["container"])),
+            }
+            for image_id, r in self.state.items("received")
+        ]
+        fetching = []
+        for rid, r in self.state.items("outbox"):
+            if r["state"] in ("sent", "queued", "fetching", "failed", "rejected"):
+                done, total = self.fetch_progress.get(rid, (0, r.get("transfer", {}).get("size", 0)))
+                fetching.append(
+                    {
+                        "request_id": rid,
+                        "owner": r["to"],
+                        "image_name": r["image_name"],
+                        "views": r["views"],
+                        "kind": r["kind"],
+                        "state": r["state"],
+                        "done": done,
+                        "total": total,
+                        "error": r.get("error"),
+                    }
+                )
+        return {"owned": owned, "received": received, "requests": fetching}
+
+    async def cmd_view(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        from cloudp2p.encryption import container
+        from cloudp2p.encryption.errors import EncryptionError
+
+        ref = arg_str(args, "image") or ""
+        assert self.d.identity is not None
+        if os.path.isabs(ref) and os.path.isfile(ref):
+            data = await self.d.read_file(ref, self.d.config.max_image_size)
+            env = await self.d.run_blocking(container.peek, data, self.d.identity.x25519)
+            image_id, record = self._find("received", env.image_id, "received images")
+            path = None
+        else:
+            owned = self.state.get("images", ref) or next(
+                (r for _, r in self.state.items("images") if r["name"] == ref), None
+            )
+            if owned is not None and self.state.get("received", ref) is None:
+                return await self._view_own(owned)
+            image_id, record = self._find("received", ref, "received images")
+            path = self.d.home.resolve(record["container"])
+            data = await self.d.read_file(path)
+        if str(record.get("owner_id")) == "" or self.d.user_id is None:
+            raise cerr.NotRegistered()
+        try:
+            result = await self.d.run_blocking(
+                container.open_for_view,
+                data,
+                viewer_x25519=self.d.identity.x25519,
+                viewer_id=self.d.user_id,
+                owner_id=record["owner_id"],
+                owner_ed25519_pub=unb64(record["owner_ed25519"], length=32),
+                ledger=self.ledger(),
+            )
+        except EncryptionError:
+            raise
+        except InvalidImage:
+            raise
+        if path is not None and result.png != data:
+            await self.d.write_file(path, result.png)
+        stem = _safe_stem(record["name"])
+        views_dir = self.d.home.sub("views")
+        if result.image is not None:
+            ext = await self.d.run_blocking(_image_format, result.image)
+            out = views_dir / f"{stem}-{image_id[:8]}-view{result.status.views_used}.{ext}"
+            await self.d.write_file(out, result.image)
+            shown = "image"
+        else:
+            out = views_dir / f"{stem}-{image_id[:8]}-cover.png"
+            await self.d.write_file(out, result.cover_png)
+            shown = "cover"
+        self.state.update(
+            "received", image_id, views_left=result.views_left, views_total=result.status.rights.views
+        )
+        return {
+            "image_id": image_id,
+            "name": record["name"],
+            "owner": record["owner"],
+            "path": str(out),
+            "shown": shown,
+            "views_left": result.views_left,
+            "views_used": result.status.views_used,
+        }
+
+    async def _view_own(self, record: dict[str, Any]) -> dict[str, Any]:
+        out = self.d.home.resolve(record["original"])
+        return {
+            "image_id": self.d.home.relative(out),
+            "name": record["name"],
+            "owner": self.d.username,
+            "path": str(out),
+            "shown": "image",
+            "views_left": MAX_VIEWS,
+            "views_used": 0,
+        }
+
+    # -- status and shutdown -------------------------------------------------------------------------
+
+    async def cmd_status(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        addr = self.d.peer_address
+        me = {
+            "username": self.d.username,
+            "user_id": self.d.user_id,
+            "signed_in": bool(self.d.token),
+            "peer": f"{addr[0]}:{addr[1]}" if addr else None,
+            "home": str(self.d.home.path),
+            "pid": os.getpid(),
+        }
+        cloud: dict[str, Any] = {
+            "reachable": False,
+            "servers": [f"{h}:{p}" for h, p in self.d.config.servers],
+        }
+        try:
+            st = await self.d.call("status")
+            cloud.update(reachable=True, coordinator=st.get("coordinator"), detail=st)
+            members = st.get("members") or st.get("servers")
+            if isinstance(members, dict):
+                cloud["servers"] = [f"{k}: {v}" for k, v in sorted(members.items())]
+            elif isinstance(members, list):
+                cloud["servers"] = [str(m) for m in members]
+        except CloudUnreachable:
+            pass
+        except RequestFailed as e:
+            cloud.update(reachable=True, error=str(e))
+        return {"me": me, "cloud": cloud}
+
+    async def cmd_shutdown(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        token = self.d.token
+        told = False
+        if token:
+            try:
+                await self.d.call("sign_out", token)
+                told = True
+            except (CloudUnreachable, RequestFailed, cerr.NotSignedIn) as e:
+                self.log.info("could not tell the cloud before stopping: {why}", why=str(e))
+            self.d.signed_out("shutdown")
+        self.d.reactor.callLater(0.2, self.d.stop_requested)
+        return {"stopping": True, "signed_out": told}

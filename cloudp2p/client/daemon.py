@@ -1,0 +1,439 @@
+"""The client daemon's logic: session, presence heartbeats, reconnect, peer messages, local state.
+
+``ClientDaemon`` is the one object that knows the user: its home (keys,
+state, images, ledger), its session with the cloud, its peer listener. The
+stories (commands) live in ``cloudp2p.client.commands`` and call the methods
+here; ``tap.py`` wraps the daemon in a twistd service.
+
+Session and presence (docs/client.md draws it)::
+
+    unregistered --register--> signed_out --login--> signed_in --logout/shutdown--> signed_out
+                                   ^                    |  heartbeat every `heartbeat_interval`
+                                   '--token refused-----'  cloud silent: unreachable, retry with
+                                                           backoff up to `reconnect_max`, then
+                                                           fetch the queued messages on return
+
+Peer messages (``cloudp2p.client.peer``) arrive directly (UDP) or through the
+directory's queue; both go through ``apply_message``, which applies each
+message id exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+
+from cloudp2p.client import errors as cerr
+from cloudp2p.client.cloud import Cloud
+from cloudp2p.client.config import ClientConfig
+from cloudp2p.client.home import Home
+from cloudp2p.client.identity import Identity, unb64
+from cloudp2p.client.peer import PeerMessage, PeerMessageError, PeerMessenger
+from cloudp2p.client.state import APPLIED_RETENTION, State
+from cloudp2p.errors import CloudUnreachable, RequestFailed
+
+# Codes with which the directory says the session is gone (log in again).
+SESSION_GONE = {"not_signed_in", "session_expired", "bad_token"}
+
+RunBlocking = Callable[..., defer.Deferred]
+
+
+def _thread_runner(reactor: Any) -> RunBlocking:
+    def run(f: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred:
+        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args, **kwargs)
+
+    return run
+
+
+class ClientDaemon:
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        home: Home,
+        config: ClientConfig,
+        *,
+        cloud: Any = None,
+        transfers: Any = None,
+        run_blocking: RunBlocking | None = None,
+        listen_udp: Callable[..., Any] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.reactor = reactor
+        self.home = home
+        self.config = config
+        self.cloud = cloud
+        self.transfers = transfers
+        self.run_blocking = run_blocking or _thread_runner(reactor)
+        self._listen_udp = listen_udp or (
+            lambda port, proto, interface: reactor.listenUDP(
+                port, proto, interface=interface, maxPacketSize=proto.maxPacketSize
+            )
+        )
+        self.wall_clock = wall_clock
+        self.identity: Identity | None = None
+        self.state: State | None = None
+        self.session: dict[str, Any] = {}
+        self.messenger: PeerMessenger | None = None
+        self.peer_port: Any = None
+        self.reachable: bool | None = None
+        self.last_contact: float | None = None
+        self._router: Any = None
+        self._heartbeat_call: Any = None
+        self._backoff = 0.0
+        self._keys: dict[str, dict[str, Any]] = {}  # username -> lookup_user result (keys, id)
+        self._applying: dict[str, defer.Deferred[Any]] = {}
+        self._draining: defer.Deferred[list[str]] | None = None
+        self._stopping = False
+        self.stop_requested: Callable[[], None] = lambda: None
+        # hooks for the stories (commands.py) to react to messages
+        self.handlers: dict[str, Callable[[PeerMessage, tuple[str, int] | None], Any]] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.home.create()
+        self.identity = Identity.load_or_create(self.home)
+        self.state = State(self.home)
+        self.session = self.home.read_json(self.home.session_file, {}) or {}
+        if self.cloud is None:
+            from cloudp2p.cluster.client import ClientRouter
+
+            self._router = ClientRouter(
+                self.reactor, self.config.servers, timeout=self.config.request_timeout
+            )
+            self._router.start()
+            self.cloud = Cloud(self._router, timeout=self.config.request_timeout)
+        if self.transfers is None:
+            self.transfers = self._make_transfers()
+        self.messenger = PeerMessenger(
+            self.reactor,
+            self.identity,
+            lambda: self.session.get("username"),
+            self.resolve_key,
+            self.apply_message,
+        )
+        self.peer_port = self._listen_udp(0, self.messenger.protocol, self.config.peer_host)
+        self.log.info(
+            "client daemon for {user} in {home}; peer listener on {addr}",
+            user=self.session.get("username") or "(nobody yet)",
+            home=str(self.home.path),
+            addr=self.peer_address,
+        )
+        if self.session.get("token"):
+            self._schedule_heartbeat(0)
+
+    def _make_transfers(self) -> Any:
+        from cloudp2p.transfer import TransferManager
+
+        section = dict(self.config.transfer)
+        section.setdefault("interface", self.config.peer_host)
+        return TransferManager.from_config(self.reactor, section)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._heartbeat_call is not None and self._heartbeat_call.active():
+            self._heartbeat_call.cancel()
+        self._heartbeat_call = None
+        if self.peer_port is not None:
+            await defer.maybeDeferred(self.peer_port.stopListening)
+            self.peer_port = None
+        close = getattr(self.transfers, "close", None) or getattr(self.transfers, "stop", None)
+        if close is not None:
+            try:
+                await defer.maybeDeferred(close)
+            except Exception:
+                self.log.failure("closing the transfers failed")
+        if self._router is not None:
+            await self._router.stop()
+
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        if self.peer_port is None:
+            return None
+        h = self.peer_port.getHost()
+        return h.host, h.port
+
+    # -- session -------------------------------------------------------------------------------------
+
+    @property
+    def username(self) -> str | None:
+        return self.session.get("username")
+
+    @property
+    def user_id(self) -> str | None:
+        return self.session.get("user_id")
+
+    @property
+    def token(self) -> str | None:
+        return self.session.get("token")
+
+    def require_registered(self) -> None:
+        if not self.username:
+            raise cerr.NotRegistered()
+
+    def require_token(self) -> str:
+        self.require_registered()
+        token = self.token
+        if not token:
+            raise cerr.NotSignedIn()
+        return token
+
+    def save_session(self, **changes: Any) -> None:
+        self.session.update(changes)
+        self.session = {k: v for k, v in self.session.items() if v is not None}
+        self.home.write_json(self.home.session_file, self.session)
+
+    def signed_in(self, reply: dict[str, Any]) -> None:
+        self.save_session(
+            username=reply["username"],
+            user_id=reply["user_id"],
+            token=reply["token"],
+            expires=reply.get("expires"),
+        )
+        self._mark_reachable(True)
+        self._backoff = 0.0
+        self._schedule_heartbeat(self.config.heartbeat_interval)
+
+    def signed_out(self, why: str) -> None:
+        if self.token:
+            self.log.info("signed out: {why}", why=why)
+        self.save_session(token=None, expires=None)
+        if self._heartbeat_call is not None and self._heartbeat_call.active():
+            self._heartbeat_call.cancel()
+        self._heartbeat_call = None
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """A cloud request that keeps the reachability flag and the session current."""
+        try:
+            result = await getattr(self.cloud, method)(*args, **kwargs)
+        except CloudUnreachable:
+            self._mark_reachable(False)
+            raise
+        except RequestFailed as e:
+            self._mark_reachable(True)
+            if e.code in SESSION_GONE and self.token:
+                self.signed_out(f"the cloud ended the session ({e.code})")
+                raise cerr.NotSignedIn("(the session ended; log in again)") from None
+            raise
+        self._mark_reachable(True)
+        return result
+
+    def _mark_reachable(self, reachable: bool) -> None:
+        was = self.reachable
+        self.reachable = reachable
+        if reachable:
+            self.last_contact = self.wall_clock()
+        if was is False and reachable:
+            self.log.info("the cloud is reachable again")
+            if self.token:
+                self.reactor.callLater(0, self._drain_in_background)
+        elif was is not False and not reachable:
+            self.log.warn("the cloud is unreachable; retrying in the background")  # noqa: G010
+
+    # -- heartbeats and reconnect --------------------------------------------------------------------
+
+    def _schedule_heartbeat(self, delay: float) -> None:
+        if self._stopping:
+            return
+        if self._heartbeat_call is not None and self._heartbeat_call.active():
+            self._heartbeat_call.cancel()
+        self._heartbeat_call = self.reactor.callLater(delay, self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        self._heartbeat_call = None
+        defer.Deferred.fromCoroutine(self.heartbeat_once())
+
+    async def heartbeat_once(self) -> None:
+        token = self.token
+        addr = self.peer_address
+        if not token or addr is None:
+            return
+        delay = self.config.heartbeat_interval
+        try:
+            await self.call("heartbeat", token, addr[0], addr[1])
+            self._backoff = 0.0
+        except CloudUnreachable:
+            self._backoff = min(
+                self.config.reconnect_max, max(self.config.heartbeat_interval, self._backoff * 2)
+            )
+            delay = self._backoff
+        except cerr.NotSignedIn:
+            return
+        except RequestFailed as e:
+            self.log.warn("heartbeat refused: {error}", error=str(e))  # noqa: G010
+        except Exception:
+            self.log.failure("heartbeat failed")
+        if self.token == token:
+            self._schedule_heartbeat(delay)
+
+    # -- keys of other users -------------------------------------------------------------------------
+
+    async def lookup(self, username: str, *, fresh: bool = False) -> dict[str, Any]:
+        """The directory's record of ``username`` (keys, id, presence); raises UnknownUser."""
+        token = self.require_token()
+        if not fresh and username in self._keys:
+            return self._keys[username]
+        try:
+            found = await self.call("lookup_user", token, username=username)
+        except RequestFailed as e:
+            if e.code in ("user_not_found", "bad_request"):
+                raise cerr.UnknownUser(f"({username!r})") from None
+            raise
+        self._keys[found["username"]] = {k: found[k] for k in ("user_id", "username", "keys")}
+        if found["username"] != username:
+            self._keys[username] = self._keys[found["username"]]
+        return found
+
+    async def resolve_key(self, username: str) -> str | None:
+        """The Ed25519 key (base64) the directory holds for ``username``; None if unknown."""
+        if username == self.username and self.identity is not None:
+            return self.identity.public_keys()["ed25519"]
+        try:
+            return (await self.lookup(username))["keys"]["ed25519"]
+        except cerr.UnknownUser:
+            return None
+
+    # -- sending messages ----------------------------------------------------------------------------
+
+    async def send_message(
+        self, recipient: str, type: str, body: dict[str, Any], *, queue: bool = True
+    ) -> str:
+        """Deliver a signed message: peer to peer if the user is online and answers, else queued.
+
+        Returns ``"peer"`` or ``"queued"``; raises ``UserOffline`` when ``queue`` is False
+        and the peer did not acknowledge.
+        """
+        token = self.require_token()
+        assert self.messenger is not None
+        msg = self.messenger.message(type, recipient, body)
+        info = await self.lookup(recipient, fresh=True)
+        if info.get("online") and info.get("host") and info.get("port"):
+            if await self.messenger.send(msg, (info["host"], int(info["port"])), self.config.peer_timeout):
+                return "peer"
+            self.log.info("{user} did not acknowledge {type}; queueing it", user=recipient, type=type)
+        if not queue:
+            raise cerr.UserOffline(f"({recipient} did not answer)")
+        await self.call("queue_message", token, recipient, type, msg.to_json())
+        return "queued"
+
+    # -- receiving messages --------------------------------------------------------------------------
+
+    async def apply_message(self, msg: PeerMessage, addr: tuple[str, int] | None) -> str | None:
+        """Apply a verified message at most once; returns a sentence for the user, or None."""
+        assert self.state is not None
+        if self.state.applied(msg.id):
+            return None
+        running = self._applying.get(msg.id)
+        if running is not None:
+            await running
+            return None
+        done: defer.Deferred[Any] = defer.Deferred()
+        self._applying[msg.id] = done
+        try:
+            now = self.wall_clock()
+            if msg.at < now - APPLIED_RETENTION:
+                self.log.info(
+                    "ignored a {type} message from {sender}: too old", type=msg.type, sender=msg.sender
+                )
+                self.state.mark_applied(msg.id, now)
+                return None
+            handler = self.handlers.get(msg.type)
+            if handler is None:
+                self.log.info("no handler for {type} messages", type=msg.type)
+                self.state.mark_applied(msg.id, now)
+                return None
+            description = await handler(msg, addr)
+            self.state.mark_applied(msg.id, now)
+            return description
+        finally:
+            del self._applying[msg.id]
+            done.callback(None)
+
+    def _drain_in_background(self) -> None:
+        d = defer.Deferred.fromCoroutine(self.drain_queue())
+        d.addErrback(
+            lambda f: self.log.info("could not fetch queued messages yet: {why}", why=f.getErrorMessage())
+        )
+
+    async def drain_queue(self) -> list[str]:
+        """Fetch, verify, apply and acknowledge every message waiting in the directory."""
+        if self._draining is not None:
+            await self._draining
+            return []
+        self._draining = defer.Deferred()
+        try:
+            return await self._drain()
+        finally:
+            d, self._draining = self._draining, None
+            d.callback([])
+
+    async def _drain(self) -> list[str]:
+        applied: list[str] = []
+        after = 0
+        for _ in range(100):
+            token = self.require_token()
+            messages, more = await self.call("fetch_queued", token, after)
+            done: list[int] = []
+            for item in messages:
+                after = max(after, int(item["id"]))
+                try:
+                    msg = PeerMessage.from_json(item.get("body"))
+                except PeerMessageError as e:
+                    self.log.warn(  # noqa: G010
+                        "dropped a malformed queued message {id}: {why}", id=item.get("id"), why=e.detail
+                    )
+                    done.append(int(item["id"]))
+                    continue
+                if msg.recipient != self.username or msg.sender != item.get("from_username"):
+                    self.log.warn(  # noqa: G010
+                        "dropped queued message {id}: wrong sender or recipient", id=item.get("id")
+                    )
+                    done.append(int(item["id"]))
+                    continue
+                key = await self.resolve_key(msg.sender)
+                if key is None or not msg.verify(key):
+                    self.log.warn("dropped queued message {id}: bad signature", id=item.get("id"))  # noqa: G010
+                    done.append(int(item["id"]))
+                    continue
+                description = await self.apply_message(msg, None)
+                if description:
+                    applied.append(description)
+                done.append(int(item["id"]))
+            if done:
+                await self.call("ack_queued", token, done)
+            if not more:
+                break
+        return applied
+
+    # -- blocking helpers ----------------------------------------------------------------------------
+
+    async def read_file(self, path: str | os.PathLike[str], limit: int | None = None) -> bytes:
+        def read() -> bytes:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1 if limit is not None else -1)
+            return data
+
+        try:
+            data = await self.run_blocking(read)
+        except FileNotFoundError:
+            raise cerr.ClientError(f"({path}: no such file)") from None
+        except IsADirectoryError:
+            raise cerr.ClientError(f"({path} is a directory)") from None
+        except OSError as e:
+            raise cerr.ClientError(f"({path}: {e.strerror})") from None
+        if limit is not None and len(data) > limit:
+            raise cerr.InvalidArgument(f"({path} is larger than {limit} bytes)")
+        return data
+
+    async def write_file(self, path: str | os.PathLike[str], data: bytes) -> None:
+        await self.run_blocking(self.home.write_bytes, path, data)
+
+    def owner_public(self, info: dict[str, Any], which: str) -> bytes:
+        return unb64(info["keys"][which], length=32)

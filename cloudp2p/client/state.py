@@ -1,0 +1,143 @@
+"""The daemon's local state: one JSON document, ``DIR/state.json``, rewritten atomically.
+
+It records what the user owns and what happened to it; the bytes themselves
+(originals, encrypted images, received containers) are files under the home
+and the state holds their paths relative to it. Sections:
+
+``images``    image_id -> the user's own encrypted images
+              {name, original, encrypted, content_key, size, published, created}
+``grants``    image_id -> {viewer -> {views, updated}}: what this owner granted
+``received``  image_id -> copies shared with us {owner, name, container, views_granted, received_at}
+``inbox``     request_id -> requests to us as an owner (see ``INBOX_STATES``)
+``outbox``    request_id -> our requests to owners (see ``OUTBOX_STATES``)
+``applied``   message_id -> time: peer messages already applied (exactly-once)
+``catalog``   username -> images that user offered when last listed (`users`), to resolve names
+``pending_rights`` image_id -> rights updates that arrived before the copy itself
+
+The share request lifecycle (docs/client.md draws it)::
+
+    owner (inbox):    pending --accept--> sending --offer acked--> accepted
+                         |                   \\--peer unreachable--> pending (accept again)
+                         \\--reject--> rejected
+    viewer (outbox):  sent | queued --share_offer--> fetching --fetched--> received
+                         \\--share_rejected--> rejected       \\--failed--> failed (retried on next offer)
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+from cloudp2p.client.errors import HomeError
+from cloudp2p.client.home import Home
+
+FORMAT = 1
+SECTIONS = ("images", "grants", "received", "inbox", "outbox", "applied", "catalog", "pending_rights")
+
+INBOX_STATES = ("pending", "sending", "accepted", "rejected")
+OUTBOX_STATES = ("sent", "queued", "fetching", "received", "rejected", "failed")
+
+# Applied message ids are kept this long (seconds); older messages are refused outright.
+APPLIED_RETENTION = 30 * 24 * 3600.0
+
+_INBOX_MOVES = {
+    "pending": {"sending", "rejected"},
+    "sending": {"accepted", "pending", "sending"},
+    "accepted": {"sending"},  # more views granted on the same request
+    "rejected": set(),
+}
+_OUTBOX_MOVES = {
+    "sent": {"fetching", "rejected", "received"},
+    "queued": {"fetching", "rejected", "received", "sent"},
+    "fetching": {"received", "failed", "fetching"},
+    "failed": {"fetching", "received"},
+    "received": {"fetching", "received"},
+    "rejected": set(),
+}
+
+
+class StateError(HomeError):
+    """The local state does not allow that."""
+
+
+class State:
+    """Load, query and change the state; every change is saved before the method returns."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self._data: dict[str, Any] = self._load()
+
+    def _load(self) -> dict[str, Any]:
+        data = self.home.read_json(self.home.state_file)
+        if data is None:
+            return {"format": FORMAT, **{s: {} for s in SECTIONS}}
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise HomeError(f"{self.home.state_file}: unknown state format")
+        for s in SECTIONS:
+            if not isinstance(data.setdefault(s, {}), dict):
+                raise HomeError(f"{self.home.state_file}: section {s!r} is damaged")
+        return data
+
+    def save(self) -> None:
+        self.home.write_json(self.home.state_file, self._data)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A deep copy of one section (callers change state through the methods below)."""
+        return copy.deepcopy(self._data[name])
+
+    def get(self, section: str, key: str) -> dict[str, Any] | None:
+        found = self._data[section].get(key)
+        return copy.deepcopy(found) if found is not None else None
+
+    def put(self, section: str, key: str, record: dict[str, Any]) -> None:
+        self._data[section][key] = copy.deepcopy(record)
+        self.save()
+
+    def update(self, section: str, key: str, **changes: Any) -> dict[str, Any]:
+        record = self._data[section].get(key)
+        if record is None:
+            raise StateError(f"no {section} entry {key!r}")
+        record.update(copy.deepcopy(changes))
+        self.save()
+        return copy.deepcopy(record)
+
+    def delete(self, section: str, key: str) -> None:
+        if self._data[section].pop(key, None) is not None:
+            self.save()
+
+    def items(self, section: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        for key, value in sorted(self._data[section].items()):
+            yield key, copy.deepcopy(value)
+
+    # -- state machines ----------------------------------------------------------------------------
+
+    def move_inbox(self, request_id: str, new: str, **changes: Any) -> dict[str, Any]:
+        return self._move("inbox", _INBOX_MOVES, request_id, new, changes)
+
+    def move_outbox(self, request_id: str, new: str, **changes: Any) -> dict[str, Any]:
+        return self._move("outbox", _OUTBOX_MOVES, request_id, new, changes)
+
+    def _move(
+        self, section: str, moves: dict[str, set[str]], key: str, new: str, changes: dict[str, Any]
+    ) -> dict[str, Any]:
+        record = self._data[section].get(key)
+        if record is None:
+            raise StateError(f"no {section} entry {key!r}")
+        old = record["state"]
+        if new not in moves.get(old, set()):
+            raise StateError(f"request {key} is {old}; it cannot become {new}")
+        return self.update(section, key, state=new, **changes)
+
+    # -- exactly-once application of peer messages -------------------------------------------------
+
+    def applied(self, message_id: str) -> bool:
+        return message_id in self._data["applied"]
+
+    def mark_applied(self, message_id: str, now: float) -> None:
+        applied = self._data["applied"]
+        applied[message_id] = now
+        cutoff = now - APPLIED_RETENTION
+        for old in [k for k, t in applied.items() if t < cutoff]:
+            del applied[old]
+        self.save()
