@@ -124,6 +124,7 @@ class Election:
         self._failed: int | None = None  # the coordinator whose failure is being handled
         self._tried: set[int] = set()
         self._last_tried: int | None = None
+        self._followed: tuple[int, int | None] = (0, None)
         self._asked: set[int] = set()
         self._answers: dict[int, float] = {}
         self._candidates: list[int] = []
@@ -264,7 +265,8 @@ class Election:
             self._coordinator_failed()
 
     def _follow(self, coordinator: int) -> None:
-        changed = coordinator != self.coordinator or self.state is not State.FOLLOWING
+        changed = (self.term, coordinator) != self._followed or self.state is not State.FOLLOWING
+        self._followed = (self.term, coordinator)
         self.coordinator = coordinator
         self._enter(State.FOLLOWING)
         if changed:

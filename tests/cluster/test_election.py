@@ -47,7 +47,7 @@ def test_cold_start_elects_the_lowest_load_then_lowest_id():
     assert c.nodes[2].status()["successors"] == [3, 1]
 
 
-@pytest.mark.parametrize("n", [3, 5])
+@pytest.mark.parametrize("n", [3, 5, 10])
 def test_coordinator_crash_is_taken_over_by_the_first_successor(n):
     c = started(n)
     base = c.election_messages()
@@ -150,11 +150,14 @@ def test_recovered_higher_priority_node_joins_without_an_election():
 
 def test_restarted_coordinator_claims_a_new_term_instead_of_leading_blind():
     c = started(3)
+    changes = []
+    c.nodes[2].on_change(lambda: changes.append((c.nodes[2].term, c.nodes[2].coordinator_id)))
     c.crash(1)
     c.restart(1)  # back before the others noticed: they still follow "1 in term 1"
-    term, coordinator = c.settle(1.0)
-    assert term > 1
-    assert c.kinds(1, "claim", "follow")[0][0] in ("claim", "follow")
+    assert c.settle(1.0) == (5, 1)  # 1 claims its next own term (stride 4) rather than lead term 1 blind
+    assert c.events[1] == [("joining", 0), ("claim", 5)]
+    assert c.events[2] == c.events[3] == [("follow", 5, 1)]
+    assert changes == [(5, 1)]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
