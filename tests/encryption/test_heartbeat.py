@@ -11,6 +11,7 @@ import pytest_twisted
 from PIL import Image
 from twisted.internet import reactor, task
 
+from cloudp2p.cluster.failure import FailureDetector
 from cloudp2p.encryption import container as c
 from cloudp2p.encryption.service import EncryptionEngine
 
@@ -24,6 +25,24 @@ def big_photo() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, "PNG", compress_level=1)
     return buf.getvalue()
+
+
+def replay(beats: list[float]) -> list[int]:
+    """Suspicions a failure detector on a clock raises when peer 1's heartbeats arrive at ``beats``."""
+    clock = task.Clock()
+    suspected: list[int] = []
+    detector = FailureDetector(
+        clock, FAILURE_TIMEOUT, [1], on_suspect=suspected.append, on_alive=lambda p: None
+    )
+    detector.start()
+    previous = beats[0]
+    for t in beats:
+        clock.advance(t - previous)
+        previous = t
+        detector.heard(1)
+    clock.advance(HEARTBEAT)
+    detector.stop()
+    return suspected
 
 
 @pytest.mark.slow
@@ -45,6 +64,10 @@ async def test_heartbeats_keep_flowing_during_a_heavy_seal():
     assert took > 3 * HEARTBEAT, f"the seal took {took:.2f} s: too light to test anything"
     gaps = np.diff(beats)
     assert len(gaps) >= 3 and gaps.max() < FAILURE_TIMEOUT, f"largest heartbeat gap {gaps.max():.3f} s"
+    # The peer that receives these heartbeats (the cluster's failure detector) suspects no one...
+    assert replay(beats) == []
+    # ...while the same detector does suspect a sender that stalls for longer than the timeout.
+    assert replay([0.0, 0.2, 0.4, 0.4 + 1.5, 2.1]) == [1]
     # The work really happened, in another process, and the result opens.
     own = await task.deferLater(reactor, 0, c.open_own, sealed.png, sealed.content_key)
     assert own.image == secret
