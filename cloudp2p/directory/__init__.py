@@ -15,12 +15,13 @@ See docs/directory.md.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from cloudp2p.directory.config import SECTION, parse_mysql_url
 from cloudp2p.directory.db import Database
 from cloudp2p.directory.ops import ops
-from cloudp2p.directory.store import Store
+from cloudp2p.directory.store import CRASH_ENV, Store, crash_hook
 
 __all__ = ["SECTION", "Store", "make_dialect", "open_store", "ops"]
 
@@ -58,6 +59,9 @@ def open_store(section: dict[str, Any], reactor: Any, *, clock: Any = None) -> S
         max_images=section["max_images"],
         clock=clock,
     )
+    crash = os.environ.get(CRASH_ENV)
+    if crash:
+        store.fault_hook = crash_hook(crash)
     store.start()
     return store
 

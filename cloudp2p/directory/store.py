@@ -22,7 +22,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import secrets
+import signal
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -60,6 +62,31 @@ def encode_cursor(user_id: str, image_id: str | None = None) -> str:
 
 def not_signed_in() -> OpError:
     return OpError("not_signed_in", "this request needs a valid session token; sign in first")
+
+
+CRASH_ENV = "CLOUDP2P_DIRECTORY_CRASH"
+
+
+def crash_hook(spec: str) -> Callable[[str], None]:
+    """A ``fault_hook`` for crash tests of real servers: ``"register:committed:/tmp/once"``.
+
+    At that point of that operation the process kills itself with SIGKILL, as ``kill -9`` would,
+    but only if it is the first to create the marker file, so one server of a cloud dies and the
+    others, started with the same environment, carry on. Set through ``CLOUDP2P_DIRECTORY_CRASH``.
+    """
+    op, point, marker = spec.split(":", 2)
+    target = f"{op}:{point}"
+
+    def hook(where: str) -> None:
+        if where != target:
+            return
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
 
 
 class Store:
@@ -101,7 +128,9 @@ class Store:
         self._waiters: list[defer.Deferred[None]] = []
         self._cleanup: task.LoopingCall | None = None
         self._closed = False
-        # Test hook, called on the database thread between an operation's change and its journal record.
+        # Test hook: ``fault_hook("register:in_transaction")`` runs on the database thread between an
+        # operation's change and its journal record, ``"register:committed"`` on the reactor thread
+        # after the commit and before the reply. See ``crash_hook``.
         self.fault_hook: Callable[[str], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -190,7 +219,9 @@ class Store:
         if self.fault_hook is not None:
             self.fault_hook(where)
 
-    def _journaled(self, op: str, request_id: str | None, now: float, work: Callable[[Tx], dict]) -> Any:
+    async def _journaled(
+        self, op: str, request_id: str | None, now: float, work: Callable[[Tx], dict]
+    ) -> dict:
         """Run ``work`` in a write transaction, at most once per ``request_id`` (see the module doc)."""
         key = request_key(request_id) if request_id else None
 
@@ -202,7 +233,7 @@ class Store:
                         raise OpError("request_id_reused", f"this request id was already used for {row[0]!r}")
                     return json.loads(row[1])
             reply = work(tx)
-            self._fault(op)
+            self._fault(f"{op}:in_transaction")
             if key is not None:
                 tx.execute(
                     "INSERT INTO journal (request_key, op, reply, created) VALUES (?, ?, ?, ?)",
@@ -210,7 +241,9 @@ class Store:
                 )
             return reply
 
-        return self._write(txn)
+        reply = await self._write(txn)
+        self._fault(f"{op}:committed")
+        return reply
 
     @staticmethod
     def _session(tx: Tx, th: str, now: float) -> str:
