@@ -14,6 +14,7 @@ from twisted.internet import reactor, task
 from cloudp2p.cluster.failure import FailureDetector
 from cloudp2p.encryption import container as c
 from cloudp2p.encryption.service import EncryptionEngine
+from cloudp2p.errors import InvalidImage
 
 HEARTBEAT = 0.2  # [cluster] heartbeat_interval
 FAILURE_TIMEOUT = 1.0  # [cluster] failure_timeout: a longer gap gets a peer suspected
@@ -71,3 +72,26 @@ async def test_heartbeats_keep_flowing_during_a_heavy_seal():
     # The work really happened, in another process, and the result opens.
     own = await task.deferLater(reactor, 0, c.open_own, sealed.png, sealed.content_key)
     assert own.image == secret
+
+
+def small_photo() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (50, 50, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_worker_results_and_errors_cross_the_process_boundary():
+    """Exceptions come back as the project's classes, so the op can map them to error codes."""
+    engine = EncryptionEngine(reactor, workers=1)
+    try:
+        with pytest.raises(InvalidImage, match="not a PNG or JPEG"):
+            await engine.seal(b"not an image at all", None)
+        tiny_cover = io.BytesIO()
+        Image.new("RGB", (4, 4), (200, 100, 50)).save(tiny_cover, "PNG")
+        sealed = await engine.seal(small_photo(), tiny_cover.getvalue())
+        assert "scaled" in sealed.cover  # a supplied cover too small is scaled up, and says so
+        assert engine.sealed_count == 1
+    finally:
+        engine.stop()

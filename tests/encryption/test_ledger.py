@@ -7,6 +7,8 @@ import os
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cloudp2p.encryption.errors import LedgerError
 from cloudp2p.encryption.ledger import Ledger, LedgerEntry
@@ -83,3 +85,38 @@ def test_concurrent_updates_lose_nothing(tmp_path):
     for t in threads:
         t.join(30)
     assert Ledger(path).get("img").views_used == n_threads * per_thread
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+entry_like = st.fixed_dictionaries(
+    {"views_used": json_values, "rights_version": json_values, "rights": json_values}
+)
+
+
+@settings(max_examples=200)
+@given(
+    st.one_of(
+        json_values,
+        st.fixed_dictionaries(
+            {
+                "format": st.just(1),
+                "images": st.dictionaries(
+                    st.text(max_size=8), st.one_of(entry_like, json_values), max_size=3
+                ),
+            }
+        ),
+    )
+)
+def test_any_json_ledger_is_read_or_refused_with_ledger_error(tmp_path_factory, doc):
+    path = tmp_path_factory.mktemp("ledger") / "l.json"
+    path.write_text(json.dumps(doc))
+    try:
+        entries = Ledger(path).entries()
+    except LedgerError:
+        return
+    for entry in entries.values():
+        assert isinstance(entry, LedgerEntry) and entry.views_used >= 0
