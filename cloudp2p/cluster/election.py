@@ -218,7 +218,7 @@ class Election:
             # the coordinator it suspected name itself sees it is alive after all.
             if self.state is State.JOINING or (c == sender and self.state in _FAILOVER):
                 self._follow(c)
-        if sender == self.coordinator == c and hb.successors:
+        if sender == self.coordinator == c:
             self.successors, self.successors_term = hb.successors, term
         return True
 

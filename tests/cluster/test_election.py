@@ -36,6 +36,19 @@ def started(n, **kw):
     return c
 
 
+def test_the_invariant_checks_can_fail():
+    c = started(3)
+    c.nodes[3].election.state = State.LEADING  # a forged second coordinator of term 1
+    c.nodes[3].election.term = 1
+    with pytest.raises(AssertionError, match="term 1 has coordinators"):
+        c.check()
+    c.nodes[3].election.state = State.FOLLOWING
+    c.claims.clear()
+    c.nodes[3].election.coordinator = 2  # disagreement
+    with pytest.raises(AssertionError, match="no agreement"):
+        c.settle(0.01)
+
+
 def test_cold_start_elects_the_lowest_load_then_lowest_id():
     c = Cluster(3, loads={1: 0.5, 2: 0.2, 3: 0.2})
     c.start()
