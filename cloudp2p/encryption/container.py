@@ -38,6 +38,7 @@ from cloudp2p.encryption.errors import (
     CorruptContainerError,
     EncryptionError,
     KeyFormatError,
+    LedgerError,
     NotAContainerError,
     RightsError,
     RightsMismatchError,
@@ -467,7 +468,7 @@ def _viewer_state(
             recorded = SignedRights.from_bytes(ledger_entry.rights)
             _verify(recorded, opened.header, **check)
         except RightsError as e:
-            raise CorruptContainerError(f"the ledger's rights for this image do not verify: {e}") from None
+            raise LedgerError(f"the ledger's rights for this image do not verify: {e}") from None
         newest = _newer(recorded, newest)
     region = carrier.read(fmt.COUNTER_START, fmt.COUNTER_SIZE)
     used, _version = fmt.decode_counter(region, opened.content_key, opened.header.image_id, viewer_id)
