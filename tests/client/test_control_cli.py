@@ -1,0 +1,318 @@
+"""The control socket (real UNIX socket, uid check), the `cloudp2p` command and the twistd plugin."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import stat
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, threads
+
+from cloudp2p.client import cli
+from cloudp2p.client import errors as cerr
+from cloudp2p.client.control import ControlFactory
+from cloudp2p.client.progress import ProgressBar, render
+from cloudp2p.errors import CloudUnreachable
+
+
+async def _echo(args, progress):
+    progress("moving", 5, 10)
+    progress("moving", 10, 10)
+    return {"echo": args}
+
+
+async def _cloud_down(args, progress):
+    raise CloudUnreachable()
+
+
+async def _bug(args, progress):
+    raise ZeroDivisionError("oops")
+
+
+COMMANDS = {"echo": _echo, "down": _cloud_down, "bug": _bug, "unknown_image": None}
+
+
+def _listen(tmp_path, allowed_uid=None):
+    commands = {k: v for k, v in COMMANDS.items() if v is not None}
+
+    async def unknown(args, progress):
+        raise cerr.UnknownImage("('x')")
+
+    commands["unknown_image"] = unknown
+    path = str(tmp_path / "c.sock")
+    port = reactor.listenUNIX(path, ControlFactory(commands, allowed_uid), mode=0o600)
+    return path, port
+
+
+def _raw(path, lines):
+    """Send raw lines, return every reply line until the server closes or 2 s pass."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(2.0)
+    s.connect(path)
+    for line in lines:
+        s.sendall(line)
+    out = b""
+    try:
+        while out.count(b"\n") < len(lines) or not lines:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except TimeoutError:
+        pass
+    s.close()
+    return [json.loads(x) for x in out.splitlines()]
+
+
+@pytest_twisted.inlineCallbacks
+def test_request_progress_and_reply(tmp_path):
+    path, port = _listen(tmp_path)
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        seen = []
+
+        def call():
+            conn = cli.DaemonConnection(path, 5.0)
+            try:
+                return conn.call("echo", {"a": 1}, seen.append)
+            finally:
+                conn.close()
+
+        result = yield threads.deferToThread(call)
+        assert result == {"echo": {"a": 1}}
+        assert seen == [
+            {"label": "moving", "done": 5, "total": 10},
+            {"label": "moving", "done": 10, "total": 10},
+        ]
+    finally:
+        yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_errors_carry_exit_codes(tmp_path):
+    path, port = _listen(tmp_path)
+    try:
+        replies = yield threads.deferToThread(
+            _raw,
+            path,
+            [
+                b"not json\n",
+                b'{"id": 2, "cmd": "nope"}\n',
+                b'{"id": 3, "cmd": "down"}\n',
+                b'{"id": 4, "cmd": "bug"}\n',
+                b'{"id": 5, "cmd": "unknown_image"}\n',
+                b'{"id": 6, "cmd": "echo", "args": []}\n',
+                b'{"id": 7, "cmd": "echo", "args": {"b": 2}}\n',
+            ],
+        )
+        by_id = {r.get("id"): r for r in replies if "progress" not in r}
+        assert by_id[None]["error"]["type"] == "ControlProtocolError"
+        assert by_id[2]["error"]["exit_code"] == cli.CLIENT_EXIT_CODES[cerr.ControlProtocolError]
+        assert (
+            by_id[3]["error"]["exit_code"] == 4 and "No server of the cloud" in by_id[3]["error"]["message"]
+        )
+        assert by_id[4]["error"]["exit_code"] == 1 and "internal error" in by_id[4]["error"]["message"]
+        assert by_id[5]["error"]["exit_code"] == cli.CLIENT_EXIT_CODES[cerr.UnknownImage]
+        assert by_id[5]["error"]["code"] == "unknown_image"
+        assert by_id[7]["result"] == {"echo": {"b": 2}}
+    finally:
+        yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_other_uid_is_refused(tmp_path):
+    path, port = _listen(tmp_path, allowed_uid=os.getuid() + 1)
+    try:
+        replies = yield threads.deferToThread(_raw, path, [b'{"id": 1, "cmd": "echo"}\n'])
+        assert len(replies) == 1
+        assert replies[0]["error"]["type"] == "ControlProtocolError"
+        assert f"uid {os.getuid()} are refused" in replies[0]["error"]["message"]
+    finally:
+        yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_overlong_line_is_refused(tmp_path):
+    path, port = _listen(tmp_path)
+    try:
+        replies = yield threads.deferToThread(_raw, path, [b"x" * (300 * 1024) + b"\n"])
+        assert "longer than" in replies[0]["error"]["message"]
+    finally:
+        yield port.stopListening()
+
+
+# -- the twistd plugin ----------------------------------------------------------------------------
+
+
+def test_options_validate_early(tmp_path):
+    from twisted.python import usage
+
+    from cloudp2p.client.tap import Options
+
+    home = tmp_path / "h"
+    with pytest.raises(usage.UsageError, match="client.toml: no such file"):
+        Options().parseOptions(["--home", str(home)])
+    assert stat.S_IMODE(os.stat(home).st_mode) == 0o700
+    (home / "client.toml").write_text('[client]\nservers = ["127.0.0.1:9101"]\ntypo = 1\n')
+    with pytest.raises(usage.UsageError, match="unknown key 'typo'"):
+        Options().parseOptions(["--home", str(home)])
+    (home / "client.toml").write_text('[client]\nservers = ["localhost:9101"]\n')
+    with pytest.raises(usage.UsageError, match="must be an IP address"):
+        Options().parseOptions(["--home", str(home)])
+
+
+@pytest_twisted.inlineCallbacks
+def test_make_service_serves_the_control_socket(tmp_path):
+    from cloudp2p.client.tap import Options, makeService
+
+    home = tmp_path / "h"
+    home.mkdir(mode=0o700)
+    (home / "client.toml").write_text('[client]\nservers = ["127.0.0.1:9"]\nrequest_timeout = 0.3\n')
+    options = Options()
+    options.parseOptions(["--home", str(home)])
+    svc = makeService(options, reactor)
+    svc.startService()
+    try:
+        sock = str(home / "control.sock")
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+        out, err = io.StringIO(), io.StringIO()
+        code = yield threads.deferToThread(
+            cli.run, ["--home", str(home), "--json", "status"], out, err, io.StringIO()
+        )
+        assert code == 0, err.getvalue()
+        status = json.loads(out.getvalue())["result"]
+        assert status["me"]["signed_in"] is False and status["me"]["peer"].startswith("127.0.0.1:")
+        assert status["cloud"]["reachable"] is False  # nothing listens on port 9
+        for name in ("identity.json",):
+            assert stat.S_IMODE(os.stat(home / name).st_mode) == 0o600
+    finally:
+        yield svc.stopService()
+        yield defer.succeed(None)
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def _cli(*argv, stdin=""):
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.run(list(argv), out, err, io.StringIO(stdin))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["request", "alice", "cat", "--views", "-1"], "between 1 and 1000"),
+        (["request", "alice", "cat", "--views", "1000000"], "between 1 and 1000"),
+        (["request", "alice", "cat", "--views", "two"], "not a whole number"),
+        (["request", "alice", "cat"], "--views"),
+        (["set-views", "bob", "cat", "-5"], "between 0 and 1000"),
+        (["more-views", "cat", "0"], "between 1 and 1000"),
+        (["encrypt", "/no/such/file.png"], "no such file"),
+        (["encrypt", "x.png", "--cover", "/no/such/cover.png"], "no such file"),
+        (["frobnicate"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_bad_command_lines_exit_2_and_touch_nothing(tmp_path, argv, needle):
+    code, out, err = _cli("--home", str(tmp_path / "h"), *argv)
+    assert code == 2 and needle in err
+    assert not (tmp_path / "h").exists()
+
+
+def test_daemon_not_running(tmp_path):
+    code, out, err = _cli("--home", str(tmp_path), "status")
+    assert code == 6 and "daemon is not running" in err
+    code, out, err = _cli("--home", str(tmp_path), "--json", "status")
+    assert code == 6 and json.loads(out)["error"]["type"] == "DaemonNotRunning"
+
+
+def test_password_needs_a_terminal_or_stdin(tmp_path):
+    code, out, err = _cli("--home", str(tmp_path), "login")
+    assert code == 2 and "--password-stdin" in err
+    code, out, err = _cli("--home", str(tmp_path), "login", "--password-stdin", stdin="\n")
+    assert code == 2 and "empty" in err
+
+
+def test_init(tmp_path):
+    home = tmp_path / "h"
+    assert (
+        _cli("--home", str(home), "init", "--server", "127.0.0.1:9101", "--server", "127.0.0.1:9102")[0] == 0
+    )
+    text = (home / "client.toml").read_text()
+    assert '"127.0.0.1:9101", "127.0.0.1:9102"' in text
+    assert stat.S_IMODE(os.stat(home / "client.toml").st_mode) == 0o600
+    code, _, err = _cli("--home", str(home), "init", "--server", "127.0.0.1:9101")
+    assert code == 3 and "exists already" in err
+    assert _cli("--home", str(home), "init", "--server", "127.0.0.1:1", "--force")[0] == 0
+    code, _, err = _cli("--home", str(home), "init", "--server", "nohost")
+    assert code == 2
+
+
+SAMPLES = {
+    "register": {"username": "a", "user_id": "u"},
+    "login": {"username": "a", "user_id": "u", "applied": ["x revoked"]},
+    "logout": {"username": "a"},
+    "encrypt": {"name": "n", "image_id": "i", "size": 3, "original": "/o", "encrypted": "/e"},
+    "publish": {"name": "n", "image_id": "i", "published": True},
+    "users": {
+        "users": [
+            {
+                "username": "a",
+                "me": True,
+                "images": [{"name": "n", "image_id": "i", "size": 1, "thumbnail": "/t.png"}],
+            }
+        ]
+    },
+    "request": {"request_id": "r", "views": 2, "image_id": "i", "delivery": "queued", "owner": "a"},
+    "inbox": {
+        "requests": [
+            {
+                "request_id": "r",
+                "from": "b",
+                "views": 1,
+                "image_name": "n",
+                "kind": "share",
+                "state": "pending",
+            }
+        ]
+    },
+    "accept": {"image_name": "n", "viewer": "b", "views": 2},
+    "reject": {"request_id": "r"},
+    "images": {
+        "owned": [{"name": "n", "image_id": "i", "published": False, "encrypted": "/e", "grants": {"b": 2}}],
+        "received": [{"name": "n", "image_id": "i", "owner": "a", "views_left": 1}],
+    },
+    "view": {"shown": "cover", "name": "n", "path": "/p", "views_left": 0},
+    "set-views": {"viewer": "b", "views": 1, "image_id": "i", "delivery": "peer"},
+    "status": {
+        "me": {"username": "a", "user_id": "u", "signed_in": True, "peer": "1:2"},
+        "cloud": {"reachable": True, "coordinator": 2, "servers": ["1"]},
+    },
+    "shutdown": {},
+}
+
+
+@pytest.mark.parametrize("command", sorted(SAMPLES))
+def test_every_result_formats(command):
+    text = cli.format_result(command, SAMPLES[command])
+    assert text and "{" not in text
+
+
+def test_progress_bar():
+    assert render("x", 5, 10, width=10).startswith("x [#####.....]  50%")
+    out = io.StringIO()
+    bar = ProgressBar(out, tty=False)
+    for done in range(0, 101, 5):
+        bar.update("copy", done, 100)
+    bar.finish()
+    assert out.getvalue().count("\n") == 5  # 0, 25, 50, 75, 100 %
+    tty = io.StringIO()
+    bar = ProgressBar(tty, tty=True)
+    bar.update("copy", 1, 2)
+    bar.finish()
+    assert tty.getvalue().startswith("\r") and tty.getvalue().endswith("\n")
