@@ -37,7 +37,7 @@ class WorkQueue:
 
 
 def ops(server: Any) -> dict[str, Handler]:
-    queue = WorkQueue(getattr(server, "work_queue_limit", 64))
+    queue = WorkQueue(getattr(server, "work_queue_limit", 256))
 
     async def ping(ctx: RequestContext, args: dict[str, Any]) -> dict[str, Any]:
         if args:

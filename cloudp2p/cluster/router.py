@@ -77,6 +77,7 @@ class Pending:
     assigned_at: float = 0.0
     assign_term: int = -1
     attempts: int = 0
+    from_client: bool = True  # False while known only from a peer's assignment
 
 
 @attrs.define
@@ -84,6 +85,7 @@ class Done:
     body: dict[str, Any]
     by: int | None
     at: float
+    seen: bool = True  # this server has had the client's request (so a new copy is a retry)
 
 
 class ClientProtocol(DatagramProtocol):
@@ -189,6 +191,12 @@ class Router:
             return
         done = self._done.get(rid)
         if done is not None:
+            if not done.seen and done.by != self.id:
+                # The executor's "done" overtook the client's own datagram to this server: the
+                # executor has answered; only a retry (a second copy) deserves our cached reply.
+                done.seen = True
+                self.counters["request_after_done"] += 1
+                return
             self.counters["answered_from_cache"] += 1
             self._send_reply(client, rid, done.body)
             return
@@ -202,6 +210,7 @@ class Router:
         if pending is not None:  # a retry or a duplicate
             self.counters["duplicates"] += 1
             pending.client = client
+            pending.from_client = True
             if pending.assigned_to is None and self._acting_coordinator():
                 self._assign(pending)
             return
@@ -398,7 +407,7 @@ class Router:
             if len(self._pending) >= self.settings.max_pending:
                 self.counters["overloaded"] += 1
                 return
-            pending = self._pending[rid] = Pending(rid, op, args, (host, port), now)
+            pending = self._pending[rid] = Pending(rid, op, args, (host, port), now, from_client=False)
         self._set_assignee(pending, to)
         pending.assigned_at = now
         pending.assign_term = term
@@ -418,8 +427,8 @@ class Router:
             return
         if rid in self._done:
             return
-        self._remember(rid, reply, by)
         pending = self._pending.pop(rid, None)
+        self._remember(rid, reply, by, seen=pending is not None and pending.from_client)
         if pending is not None:
             self._set_assignee(pending, None)
 
@@ -493,8 +502,8 @@ class Router:
             client = pending.client
         self._send_reply(client, rid, body)
 
-    def _remember(self, rid: str, body: dict[str, Any], by: int | None) -> None:
-        self._done[rid] = Done(body, by, self.clock.seconds())
+    def _remember(self, rid: str, body: dict[str, Any], by: int | None, *, seen: bool = True) -> None:
+        self._done[rid] = Done(body, by, self.clock.seconds(), seen)
         if by is not None:
             self.handled_by[by] += 1
         while len(self._done) > self.settings.max_done:
@@ -567,4 +576,5 @@ class Router:
             "running": len(self._running),
             "done_cached": len(self._done),
             "counters": dict(self.counters),
+            "cluster": node.status(),
         }

@@ -78,7 +78,7 @@ SECTION = Section(
             (int, float), default=0.25, check=in_range(0, 100), doc="load per outstanding assignment"
         ),
         "work_threads": Field(int, default=2, check=in_range(1, 64), doc="threads for CPU-bound work"),
-        "work_queue": Field(int, default=64, check=_count, doc="work requests allowed to wait for a thread"),
+        "work_queue": Field(int, default=256, check=_count, doc="work requests allowed to wait for a thread"),
     },
 )
 

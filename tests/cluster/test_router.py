@@ -524,3 +524,20 @@ def test_stop_fails_outstanding_requests():
     d = c.client.stop()
     assert box[0].check(CloudUnreachable)
     assert isinstance(d, defer.Deferred)
+
+
+def test_a_request_overtaken_by_the_executors_done_is_not_answered_twice():
+    c = FakeCluster(3)
+    c.loads = {1: 0.0, 2: 0.5, 3: 0.5}
+    proto, transport = raw_client(c)
+    request = wire.Request(wire.new_request_id(), "echo", {})
+    transport.write(request.encode(), client_addr(1))
+    c.net.run(0.5)
+    assert len(proto.replies) == 1  # from the executor, server 1
+    transport.write(request.encode(), client_addr(2))  # first copy, late: 2 knows the reply
+    c.net.run(0.5)
+    assert len(proto.replies) == 1 and c.routers[2].counters["request_after_done"] == 1
+    transport.write(request.encode(), client_addr(2))  # a retry: answered from the cache
+    c.net.run(0.5)
+    assert len(proto.replies) == 2 and proto.replies[1][0].body == proto.replies[0][0].body
+    assert proto.replies[1][1] == client_addr(2) and len(c.runs) == 1
