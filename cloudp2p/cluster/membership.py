@@ -219,7 +219,7 @@ class ClusterNode:
         members = []
         for member in sorted(set(self.peers) | {self.server_id}):
             seen = now if member == self.server_id else self.detector.last_seen(member)
-            address = self.peers.get(member)
+            address = self.peers.get(member) if member != self.server_id else self._own_address()
             members.append({
                 "id": member,
                 "address": format_hostport(address) if address else None,
@@ -250,6 +250,13 @@ class ClusterNode:
                 "late_deadlines": self.detector.late_deadlines,
             },
         }
+
+    def _own_address(self) -> Address | None:
+        transport = self.protocol.transport
+        if transport is None:
+            return None
+        host = transport.getHost()
+        return (host.host, host.port)
 
     # -- the host interface of the election machine ---------------------------------------------
 

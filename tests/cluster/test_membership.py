@@ -153,6 +153,7 @@ def test_status_is_json_and_complete():
     status = json.loads(json.dumps(c.nodes[1].status()))
     assert status["id"] == 1 and status["term"] == 1 and status["coordinator"] == 1
     assert status["is_coordinator"] is True and status["state"] == "leading"
+    assert status["members"][0]["address"] == "127.0.0.1:9000"
     assert [(m["id"], m["alive"], m["load"]) for m in status["members"]] == [
         (1, True, pytest.approx(0.1)), (2, True, pytest.approx(0.2)), (3, False, pytest.approx(0.3)),
     ]
