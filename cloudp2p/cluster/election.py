@@ -89,6 +89,7 @@ class Host(Protocol):
     """What the state machine needs from the node around it."""
 
     server_id: int
+    members: frozenset[int]
     clock: Any
     stride: int
     election_timeout: float
@@ -165,7 +166,7 @@ class Election:
         if isinstance(message, Coordinator):
             return self._coordinator(sender, term, message)
         if term > self.term:
-            self._higher_term(term, None)
+            self._higher_term(term, self._claimant(term))
         if isinstance(message, Succeed):
             self._succeed(sender, term, message)
         elif isinstance(message, ElectionMessage):
@@ -183,6 +184,11 @@ class Election:
             self._try_successor()
 
     # -- term bookkeeping -----------------------------------------------------------------------
+
+    def _claimant(self, term: int) -> int | None:
+        """Who claimed ``term``: only its owner can, so a term names its coordinator."""
+        owner = term_owner(term, self.host.stride)
+        return owner if owner is not None and owner in self.host.members else None
 
     def _owns(self, claimant: int, term: int) -> bool:
         return term_owner(term, self.host.stride) == claimant % self.host.stride
@@ -212,7 +218,7 @@ class Election:
         if term < self.term:
             return False
         if term > self.term:
-            self._higher_term(term, c)
+            self._higher_term(term, c if c is not None else self._claimant(term))
         elif c is not None and c != self.me:
             # Same term. A joining server learns who leads it; a server in failover that hears
             # the coordinator it suspected name itself sees it is alive after all.

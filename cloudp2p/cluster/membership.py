@@ -89,10 +89,10 @@ class ClusterNode:
         self.failure_timeout = failure_timeout
         self.election_timeout = election_timeout
         self.stall_threshold = max(failure_timeout - heartbeat_interval, failure_timeout / 2)
-        members = set(self.peers) | {server_id}
-        self.stride = max(members) + 1
+        self.members = frozenset(self.peers) | {server_id}
+        self.stride = max(self.members) + 1
         self.incarnation = incarnation if incarnation is not None else int(clock.seconds() * 1_000_000)
-        self.codec = Codec(secret, members)
+        self.codec = Codec(secret, self.members)
         self.protocol = ClusterProtocol(self.codec, self._receive)
         self.detector = FailureDetector(
             clock, failure_timeout, self.peers, on_suspect=self._suspect, on_alive=self._alive,

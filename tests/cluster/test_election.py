@@ -300,3 +300,22 @@ def test_chaos(seed):
             c.loads[target] = rnd.random()
         c.run(rnd.uniform(0.1, 1.5))
     c.settle(4.0)
+
+
+def test_any_message_in_a_newer_term_names_its_coordinator():
+    """Only a term's owner can claim it, so an app message of term 2 from 2 means 2 leads."""
+    c = started(3)
+    codec = Codec(SECRET, c.ids)
+    blocked = {"on": True}
+
+    def only_app_to_3(src, dst, data):
+        return blocked["on"] and dst == address(3) and codec.decode(data).message.TYPE != "app"
+
+    c.net.filters.append(only_app_to_3)
+    c.nodes[2].election._claim()  # as if 2 had been told to take over
+    c.nodes[2].send_app(3, "assign", {"id": "r1"})
+    c.run(0.05)
+    assert c.events[3] == [("follow", 2, 2)]
+    assert c.nodes[3].coordinator_id == 2 and c.nodes[1].coordinator_id == 2
+    blocked["on"] = False
+    assert c.settle(0.5) == (2, 2)
