@@ -128,6 +128,7 @@ class Store:
         self._waiters: list[defer.Deferred[None]] = []
         self._cleanup: task.LoopingCall | None = None
         self._closed = False
+        self._shutdown_trigger: Any = None
         # Test hook: ``fault_hook("register:in_transaction")`` runs on the database thread between an
         # operation's change and its journal record, ``"register:committed"`` on the reactor thread
         # after the commit and before the reply. See ``crash_hook``.
@@ -137,6 +138,9 @@ class Store:
 
     def start(self) -> None:
         """Migrate the schema in the background (see ``when_ready``); then purge periodically."""
+        # Pool threads keep a process alive: make sure they stop with the reactor even if the
+        # owner forgets close().
+        self._shutdown_trigger = self.reactor.addSystemEventTrigger("before", "shutdown", self.close)
         d = self.db.call(schema.migrate_database, self.db.dialect)
         d.addCallbacks(self._migrated, self._migration_failed)
 
@@ -180,6 +184,12 @@ class Store:
         """Stop the purge, wait for running transactions, close the connections. Idempotent."""
         if not self._closed:
             self._closed = True
+            if self._shutdown_trigger is not None:
+                try:
+                    self.reactor.removeSystemEventTrigger(self._shutdown_trigger)
+                except (ValueError, KeyError):
+                    pass  # it is running now: this call is it
+                self._shutdown_trigger = None
             if self._cleanup is not None and self._cleanup.running:
                 self._cleanup.stop()
             self.db.close()
