@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from cloudp2p.transfer.manager import Offer, TransferManager
 
 Address = tuple[str, int]
+MIN_PTO = 0.002  # a probe sooner than this would mostly race the ack already on its way
 Progress = Callable[[int, int], object]
 
 
@@ -102,7 +103,15 @@ class SendSession:
         if self.una < 0:
             self.una = n
         self.next_new = self.una
-        self.recovery_until = 0.0
+        self.round_end = self.una  # a round trip ends when every chunk sent before it is acked
+        self.round_sent = 0
+        self.round_lost = 0
+        self.recovery_point = 0  # no new window reduction for losses of chunks sent before this one
+        self.probe_sent = False
+        self.probes = 0
+        self.rto_time = 0.0
+        self.undo: tuple[float, float] | None = None  # (cwnd, ssthresh) before the last timeout
+        self.spurious_timeouts = 0
         self.last_heard = self.clock.seconds()
         self.state = "SENDING"
         self.retransmits = 0
@@ -182,13 +191,23 @@ class SendSession:
             self.outstanding = max(0, self.outstanding - fresh)
             self.acked_count += fresh
             self.cc.on_ack(fresh)
-            self._arm(self.rtt.rto)
+            self.probe_sent = False
+            self._arm(self._pto())
             progress = self.offer.progress
             if progress is not None:
                 progress(min(self.acked_count * self.cs, self.size), self.size)
         if self.una >= n or self.acked_count >= n:
             self._end("DONE")
             return
+        if self.una >= self.round_end:
+            self.cc.on_round(self.round_lost, self.round_sent)
+            self.round_lost = self.round_sent = 0
+            self.round_end = max(self.next_new, self.una + 1)
+        if self.undo is not None and t_ref:
+            if t_ref < self.rto_time:
+                self._undo_timeout()
+            else:
+                self.undo = None  # what arrives now was sent after the timeout: the loss was real
         # Loss detection (time-based, as RACK): a missing chunk sent before the
         # one that just arrived, by more than a reordering allowance, is lost.
         if t_ref and missing:
@@ -198,18 +217,38 @@ class SendSession:
             acked = self.acked
             queue = self.queue
             newly_lost = 0
+            first_lost = n
             for a, b in missing:
                 for s in range(a, min(b, self.next_new)):
                     if not lost[s] and not acked[s] and sent_at[s] < limit:
                         lost[s] = 1
                         queue.append(s)
                         newly_lost += 1
+                        if s < first_lost:
+                            first_lost = s
             if newly_lost:
                 self.lost_pending += newly_lost
-                if now >= self.recovery_until:  # one window reduction per round trip
+                self.round_lost += newly_lost
+                if first_lost >= self.recovery_point:  # one reduction per window of data (NewReno)
                     self.cc.on_loss()
-                    self.recovery_until = now + (srtt or self.rtt.rto)
+                    self.recovery_point = self.next_new
         self._pump()
+
+    def _undo_timeout(self) -> None:
+        """An ack for a chunk sent before the timeout: the peer was slow, not the network lossy.
+
+        Like F-RTO (RFC 5682): take back the retransmissions still queued and
+        the window reduction, so that a stalled receiver does not come back to
+        a burst of duplicates that overflows its socket buffer.
+        """
+        for s in self.queue:
+            self.lost[s] = 0
+        self.queue.clear()
+        self.lost_pending = 0
+        assert self.undo is not None
+        self.cc.cwnd, self.cc.ssthresh = self.undo
+        self.undo = None
+        self.spurious_timeouts += 1
 
     # -- sending ------------------------------------------------------------------------------------
 
@@ -263,11 +302,47 @@ class SendSession:
                 self.next_new = s + 1
                 self.outstanding += 1
             sent_at[s] = now
-            self.sent += 1
             budget -= 1
+        sent = self.burst - budget
+        self.sent += sent
+        self.round_sent += sent
         # Out of budget, or the socket pushed back: let the reactor read acks, then go on.
         if (pushed_back or not budget) and self._pump_call is None:
             self._pump_call = self.clock.callLater(0.001 if pushed_back else 0, self._pump)
+
+    def _pto(self) -> float:
+        """Tail-loss probe timeout (RFC 8985): two smoothed RTTs, never past the RTO."""
+        srtt = self.rtt.srtt
+        if srtt is None:
+            return self.rtt.rto
+        return min(self.rtt.rto, max(2 * srtt, MIN_PTO))
+
+    def _probe(self) -> bool:
+        """Send one chunk outside the window so that an ack reports what the tail lost."""
+        s = self.next_new
+        while s < self.n and self.acked[s]:
+            s += 1
+        fresh = s < self.n
+        if not fresh:
+            s = self.acked.rfind(0, self.una, self.next_new)
+            if s < 0 or self.lost[s]:
+                return False
+        off = s * self.cs
+        try:
+            self.offer.write(self.encoder.encode(s, self.view[off : off + self.cs]), self.peer)
+        except OSError:
+            return False
+        if fresh:
+            self.next_new = s + 1
+            self.outstanding += 1
+        else:
+            self.retx[s] = 1
+            self.retransmits += 1
+        self.sent_at[s] = self.clock.seconds()
+        self.sent += 1
+        self.round_sent += 1
+        self.probes += 1
+        return True
 
     def _arm(self, delay: float) -> None:
         delay = min(delay, self.peer_timeout)
@@ -290,6 +365,11 @@ class SendSession:
             )
             self._end("TIMED_OUT")
             return
+        if not self.probe_sent and self.rtt.srtt is not None and self.outstanding > self.lost_pending:
+            self.probe_sent = True  # first the tail-loss probe, then (one RTO later) the timeout
+            if self._probe():
+                self._arm(self.rtt.rto)
+                return
         # Retransmission timeout: everything sent and unacked is presumed lost.
         acked, lost, queue = self.acked, self.lost, self.queue
         marked = 0
@@ -302,6 +382,9 @@ class SendSession:
             s = acked.find(0, s + 1, self.next_new)
         self.lost_pending += marked
         if marked:
+            if self.undo is None:
+                self.undo = (self.cc.cwnd, self.cc.ssthresh)
+            self.rto_time = now
             self.cc.on_timeout()
             self.rtt.backoff()
             self.recovery_until = now + self.rtt.rto

@@ -154,7 +154,7 @@ def test_window_fits_the_receive_buffer():
     # Measured here: a 208 KiB default buffer holds six 32 KB datagrams, 92 of 1,200 bytes.
     assert window_for(212992, 32768, 4096) <= 6
     assert window_for(212992, 1200, 4096) <= 92
-    assert window_for(8 * 1024 * 1024, 1200, 4096) > 3000
+    assert 2000 < window_for(8 * 1024 * 1024, 1200, 4096) <= 3640 * 0.75  # busy sockets free memory late
     assert estimate_truesize(8192 + 58) >= 16644
 
 
