@@ -1,4 +1,7 @@
-"""The cluster's own operations: ``ping``, ``work`` (CPU-bound, for load tests) and ``status``.
+"""The cluster's own operations: ``ping``, ``work`` (CPU-bound, for load tests), ``status``, ``recent_runs``.
+
+``status`` and ``recent_runs`` describe the server that answers; send them as
+queries to one server (``ClientRouter.query``).
 
 They need from the server object: ``id``, ``reactor``, ``node`` (the
 ``ClusterNode``), ``router`` (the ``Router``) and ``cpu_pool`` (a started
@@ -60,6 +63,7 @@ def ops(server: Any) -> dict[str, Handler]:
             queue.waiting -= 1
         return {
             "server": server.id,
+            "request_id": ctx.request_id,
             "units": units,
             "digest": digest,
             "seconds": round(time.perf_counter() - started, 6),
@@ -70,4 +74,11 @@ def ops(server: Any) -> dict[str, Handler]:
             raise OpError("bad_args", "status takes no arguments")
         return server.router.status()
 
-    return {"ping": ping, "work": work, "status": status}
+    async def recent_runs(ctx: RequestContext, args: dict[str, Any]) -> dict[str, Any]:
+        """The last handler runs on this server (a query to one server, for debugging and tests)."""
+        if args:
+            raise OpError("bad_args", "recent_runs takes no arguments")
+        runs = [[rid, op, round(started, 6)] for rid, op, started in server.router.journal]
+        return {"server": server.id, "runs": runs}
+
+    return {"ping": ping, "work": work, "status": status, "recent_runs": recent_runs}

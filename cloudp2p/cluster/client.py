@@ -179,9 +179,7 @@ class ClientRouter:
             where = ", ".join(f"{h}:{p}" for h, p in entry.targets)
             self._finish(
                 rid,
-                CloudUnreachable(
-                    f"no reply to {entry.request.op!r} from {where} (sent {entry.sends} times)"
-                ),
+                CloudUnreachable(f"no reply to {entry.request.op!r} from {where} (sent {entry.sends} times)"),
             )
             return
         for target in entry.targets:

@@ -35,6 +35,8 @@ Two guards keep a request from running on two live servers:
 from __future__ import annotations
 
 import collections
+import time
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -63,7 +65,8 @@ class RouterSettings:
     stall_threshold: float = 0.5  # reactor gap that counts as a stall (SIGSTOP)
     stall_grace: float = 0.3  # after a stall: no coordinator action, queued assignments dropped
     outstanding_weight: float = 0.25  # load units per assignment still outstanding on a server
-    direct_ops: frozenset[str] = frozenset({"status", "ping"})
+    direct_ops: frozenset[str] = frozenset({"status", "ping", "recent_runs"})
+    journal_size: int = 500  # recent handler runs kept for ``recent_runs``
 
 
 @attrs.define
@@ -129,6 +132,7 @@ class Router:
         clock: Any,
         server: Any = None,
         settings: RouterSettings | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.node = node
         self.id: int = node.server_id
@@ -136,6 +140,11 @@ class Router:
         self.clock = clock
         self.server = server
         self.settings = settings or RouterSettings()
+        self.wall = wall
+        # (request id, op, wall-clock start) of the last handler runs: what ran here, and when.
+        self.journal: collections.deque[tuple[str, str, float]] = collections.deque(
+            maxlen=self.settings.journal_size
+        )
         self._transport: Any = None
         self._pending: collections.OrderedDict[str, Pending] = collections.OrderedDict()
         self._done: collections.OrderedDict[str, Done] = collections.OrderedDict()
@@ -441,6 +450,7 @@ class Router:
         if len(self._running) >= self.settings.max_running:
             self.counters["busy_deferred"] += 1  # the coordinator re-sends; by then a slot may be free
             return
+        self.journal.append((rid, pending.op, self.wall()))
         d = defer.Deferred.fromCoroutine(self._run_handler(rid, pending.op, pending.args, pending.client))
         self._running[rid] = d
 
