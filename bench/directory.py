@@ -197,7 +197,11 @@ async def run_backend(reactor: Any, backend: str, opts: argparse.Namespace, work
             from cloudp2p.cluster.client import ClientRouter
             from cloudp2p.tools.cluster import LocalCluster
 
-            cloud = LocalCluster(os.path.join(work, f"cloud-{backend}"), 3, overrides={"directory": location})
+            cloud = LocalCluster(
+                os.path.join(work, f"cloud-{backend}"),
+                3,
+                overrides={"directory": {**location, "presence_ttl": 3600.0}},
+            )
             try:
                 cloud.start(60)
                 cloud.wait_converged(30)
