@@ -185,7 +185,7 @@ def decode_request(data: bytes) -> Request:
     obj = _load_object(data, "request")
     request_id = obj.get("id")
     rid = request_id if is_request_id(request_id) else None
-    if obj.get("v") != VERSION:
+    if type(obj.get("v")) is not int or obj["v"] != VERSION:  # true == 1 in Python: not a version
         raise WireError(
             "bad_version", f"unsupported protocol version {obj.get('v')!r}; this server speaks {VERSION}", rid
         )
@@ -208,7 +208,7 @@ def decode_request(data: bytes) -> Request:
 def decode_reply(data: bytes) -> Reply:
     """Parse and validate a reply datagram; ``WireError`` on anything wrong."""
     obj = _load_object(data, "reply")
-    if obj.get("v") != VERSION or obj.get("t") != "rep":
+    if type(obj.get("v")) is not int or obj["v"] != VERSION or obj.get("t") != "rep":
         raise WireError("bad_reply", "not a version-1 reply")
     if set(obj) != {"v", "t", "id", "server", "body"}:
         raise WireError("bad_reply", "a reply has exactly the keys v, t, id, server, body")
