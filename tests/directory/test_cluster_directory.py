@@ -63,7 +63,7 @@ async def test_register_survives_kill_9_of_its_server(backend, point, request, t
             pytest.skip("the server does not register the directory's operations yet")
         raise
     assert marker.exists(), "no server reached the crash point"
-    dead = [sid for sid, server in cloud.servers.items() if not server.alive()]
+    dead = [sid for sid, server in cloud.servers.items() if not server.alive]
     assert len(dead) == 1, dead
     session = await router.submit("sign_in", {"username": name, "password": "password"})
     assert session["user_id"] == reply["user_id"]
@@ -78,3 +78,38 @@ async def test_register_survives_kill_9_of_its_server(backend, point, request, t
     finally:
         await store.close()
     assert rows == [(reply["user_id"],)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest_twisted.ensureDeferred
+async def test_username_race_through_the_cloud(backend, request, tmp_path):
+    """Several clients register the same names at once; the router spreads them over the servers."""
+    from twisted.internet import defer
+
+    reason = _not_wired()
+    if reason:
+        pytest.skip(reason)
+    if backend == "sqlite":
+        location = {"backend": "sqlite", "path": str(tmp_path / "directory.sqlite3")}
+    else:
+        location = {"backend": "mysql", "url": request.getfixturevalue("mysql_url_factory")()}
+    cloud = request.getfixturevalue("cluster_factory")(
+        3, overrides={"directory": {**location, "scrypt_n": 1024}}
+    )
+    router = request.getfixturevalue("client_router")(cloud.client_list, timeout=30.0)
+    tries = 4  # clients per name; each submit is its own request, assigned to any server
+    names = ["racer" + uuid.uuid4().hex[:6] for _ in range(5)]
+    calls = []
+    for name in names:
+        for _ in range(tries):
+            keys = {k: base64.b64encode(os.urandom(32)).decode() for k in ("x25519", "ed25519")}
+            calls.append(router.submit("register", {"username": name, "password": "password", "keys": keys}))
+    results = await defer.DeferredList(calls, consumeErrors=True)
+    for i, name in enumerate(names):
+        group = results[i * tries : (i + 1) * tries]
+        wins = [r for ok, r in group if ok]
+        losses = [r.value for ok, r in group if not ok]
+        if losses and all(getattr(e, "code", None) == "unknown_op" for e in losses) and not wins:
+            pytest.skip("the server does not register the directory's operations yet")
+        assert len(wins) == 1, (name, group)
+        assert all(isinstance(e, RequestFailed) and e.code == "username_taken" for e in losses), losses
