@@ -92,7 +92,7 @@ class ClusterNode:
         self.members = frozenset(self.peers) | {server_id}
         self.stride = max(self.members) + 1
         self.incarnation = incarnation if incarnation is not None else int(clock.seconds() * 1_000_000)
-        self.codec = Codec(secret, self.members)
+        self.codec = Codec(secret, self.members, me=server_id)
         self.protocol = ClusterProtocol(self.codec, self._receive)
         self.detector = FailureDetector(
             clock, failure_timeout, self.peers, on_suspect=self._suspect, on_alive=self._alive,
@@ -199,7 +199,7 @@ class ClusterNode:
         """
         message = self._app(kind, body)
         if peer_id == self.server_id:
-            envelope = self._envelope(message)
+            envelope = self._envelope(message, self.server_id)
             self.codec.encode(envelope)  # same checks as for a remote peer
             self.clock.callLater(0, self._dispatch_app, envelope)
             return
@@ -210,7 +210,7 @@ class ClusterNode:
     def broadcast_app(self, kind: str, body: dict) -> None:
         """``send_app`` to every peer (not to this server)."""
         message = self._app(kind, body)
-        self.codec.encode(self._envelope(message))
+        self.codec.encode(self._envelope(message, self.server_id))  # raises before anything is sent
         for peer in self.peers:
             self.send(peer, message)
 
@@ -264,7 +264,7 @@ class ClusterNode:
         address = self.peers.get(peer)
         if address is None:
             return
-        datagram = self.codec.encode(self._envelope(message))
+        datagram = self.codec.encode(self._envelope(message, peer))
         if self.protocol.send(datagram, address):
             self.sent[message.TYPE] += 1
 
@@ -311,11 +311,11 @@ class ClusterNode:
         except (TypeError, ValueError) as e:
             raise BadMessageError(MALFORMED, str(e)) from None
 
-    def _envelope(self, message: Message) -> Envelope:
+    def _envelope(self, message: Message, recipient: int) -> Envelope:
         self._seq += 1
         return Envelope(
-            sender=self.server_id, incarnation=self.incarnation, seq=self._seq, term=self.term,
-            message=message,
+            sender=self.server_id, recipient=recipient, incarnation=self.incarnation, seq=self._seq,
+            term=self.term, message=message,
         )
 
     def _read_load(self) -> float:

@@ -4,11 +4,12 @@ One message per datagram. A datagram is the UTF-8 JSON of the envelope followed
 by a 32-byte HMAC-SHA256 tag computed over those JSON bytes with the cluster
 secret::
 
-    {"v": 1, "type": "heartbeat", "from": 2, "inc": 1732550000123456, "seq": 17,
-     "term": 5, ...fields of the message...}<32-byte tag>
+    {"v": 1, "type": "heartbeat", "from": 2, "to": 3, "inc": 1732550000123456,
+     "seq": 17, "term": 5, ...fields of the message...}<32-byte tag>
 
 ``from`` is the sender's server id (the identity is the authenticated id, not
-the UDP source address), ``inc`` the sender's *incarnation* (a number fixed at
+the UDP source address), ``to`` the recipient's (so a datagram recorded on its
+way to one server cannot be replayed to another), ``inc`` the sender's *incarnation* (a number fixed at
 start and larger after every restart) and ``seq`` a counter the sender raises
 for every datagram it sends. ``ReplayGuard`` uses the pair to reject a
 datagram seen before or sent by an earlier incarnation, so a recorded old
@@ -45,6 +46,7 @@ FORGED = "forged"
 MALFORMED = "malformed"
 VERSION = "version"
 UNKNOWN_PEER = "unknown_peer"
+MISDIRECTED = "misdirected"
 REPLAY = "replay"
 STALE_TERM = "stale_term"
 BAD_TERM_OWNER = "bad_term_owner"
@@ -179,14 +181,15 @@ MESSAGE_TYPES: dict[str, type] = {
 }
 # The messages counted as election traffic (heartbeats and app messages are not).
 ELECTION_TYPES = frozenset({Succeed.TYPE, Election.TYPE, Answer.TYPE, Grant.TYPE, Coordinator.TYPE})
-_ENVELOPE_KEYS = frozenset({"v", "type", "from", "inc", "seq", "term"})
+_ENVELOPE_KEYS = frozenset({"v", "type", "from", "to", "inc", "seq", "term"})
 
 
 @attrs.frozen
 class Envelope:
-    """A message with who sent it, in which incarnation, its sequence number and the sender's term."""
+    """A message with who sent it to whom, in which incarnation, its sequence number and the sender's term."""
 
     sender: int = attrs.field(validator=_server_id)
+    recipient: int = attrs.field(validator=_server_id)
     incarnation: int = attrs.field(validator=_counter)
     seq: int = attrs.field(validator=_counter)
     term: int = attrs.field(validator=_counter)
@@ -207,11 +210,13 @@ class Codec:
     """Turns envelopes into authenticated datagrams and back.
 
     ``members`` are the server ids allowed to send (the whole configured
-    cluster, this server included); anything else is ``UNKNOWN_PEER``.
+    cluster, this server included); anything else is ``UNKNOWN_PEER``. With
+    ``me`` set, a datagram addressed to another server is ``MISDIRECTED``.
     """
 
     secret: bytes
     members: frozenset[int] = attrs.field(converter=frozenset)
+    me: int | None = None
     max_size: int = MAX_DATAGRAM
 
     def __attrs_post_init__(self) -> None:
@@ -228,6 +233,7 @@ class Codec:
             "v": PROTOCOL_VERSION,
             "type": message.TYPE,
             "from": envelope.sender,
+            "to": envelope.recipient,
             "inc": envelope.incarnation,
             "seq": envelope.seq,
             "term": envelope.term,
@@ -268,13 +274,15 @@ class Codec:
         try:
             message = cls(**fields)
             envelope = Envelope(
-                sender=obj.get("from"), incarnation=obj.get("inc"), seq=obj.get("seq"),
-                term=obj.get("term"), message=message,
+                sender=obj.get("from"), recipient=obj.get("to"), incarnation=obj.get("inc"),
+                seq=obj.get("seq"), term=obj.get("term"), message=message,
             )
         except (TypeError, ValueError) as e:
             raise BadMessageError(MALFORMED, str(e)) from None
         if envelope.sender not in self.members:
             raise BadMessageError(UNKNOWN_PEER, f"server {envelope.sender} is not in the cluster")
+        if self.me is not None and envelope.recipient != self.me:
+            raise BadMessageError(MISDIRECTED, f"addressed to server {envelope.recipient}, not {self.me}")
         return envelope
 
 

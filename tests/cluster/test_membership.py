@@ -35,19 +35,22 @@ def started(n=3, **kw):
 
 def test_protocol_drops_and_counts_bad_datagrams():
     got = []
-    codec = Codec(SECRET, {1, 2})
+    codec = Codec(SECRET, {1, 2}, me=1)
     proto = ClusterProtocol(codec, lambda env, addr: got.append(env))
-    good = codec.encode(Envelope(2, 1, 1, 0, Heartbeat(load=0.1)))
+    good = codec.encode(Envelope(2, 1, 1, 1, 0, Heartbeat(load=0.1)))
     proto.datagramReceived(good, ("127.0.0.1", 1))
     proto.datagramReceived(good, ("127.0.0.1", 1))  # replayed
     proto.datagramReceived(b"garbage" * 10, ("127.0.0.1", 1))
     proto.datagramReceived(b"x" * (MAX_DATAGRAM + 1), ("127.0.0.1", 1))
     proto.datagramReceived(Codec(b"wrong-key-0123456789", {1, 2}).encode(
-        Envelope(2, 1, 2, 0, Heartbeat(load=0.1))), ("127.0.0.1", 1))
+        Envelope(2, 1, 1, 2, 0, Heartbeat(load=0.1))), ("127.0.0.1", 1))
     proto.datagramReceived(Codec(SECRET, {1, 2, 9}).encode(
-        Envelope(9, 1, 1, 0, Heartbeat(load=0.1))), ("127.0.0.1", 1))
+        Envelope(9, 1, 1, 1, 0, Heartbeat(load=0.1))), ("127.0.0.1", 1))
+    proto.datagramReceived(codec.encode(Envelope(1, 2, 1, 3, 0, Heartbeat(load=0.1))), ("127.0.0.1", 1))
     assert len(got) == 1
-    assert dict(proto.dropped) == {"replay": 1, "forged": 2, "oversized": 1, "unknown_peer": 1}
+    assert dict(proto.dropped) == {
+        "replay": 1, "forged": 2, "oversized": 1, "unknown_peer": 1, "misdirected": 1,
+    }
     assert proto.maxPacketSize > MAX_DATAGRAM
 
 
@@ -58,7 +61,7 @@ def test_protocol_never_raises_out_of_datagram_received():
         raise RuntimeError("handler bug")
 
     proto = ClusterProtocol(codec, broken)
-    proto.datagramReceived(codec.encode(Envelope(2, 1, 1, 0, Heartbeat(load=0.1))), ("127.0.0.1", 1))
+    proto.datagramReceived(codec.encode(Envelope(2, 1, 1, 1, 0, Heartbeat(load=0.1))), ("127.0.0.1", 1))
     proto.datagramReceived(None, ("127.0.0.1", 1))  # not even bytes
     assert dict(proto.dropped) == {"handler_error": 1, "internal": 1}
 

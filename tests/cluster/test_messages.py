@@ -36,7 +36,7 @@ messages = st.one_of(
               body=st.dictionaries(st.text(max_size=8), json_values, max_size=5)),
 )
 envelopes = st.builds(
-    Envelope, sender=ids, incarnation=counters, seq=counters, term=counters, message=messages
+    Envelope, sender=ids, recipient=ids, incarnation=counters, seq=counters, term=counters, message=messages
 )
 
 
@@ -54,7 +54,7 @@ def reason_of(data: bytes, c: Codec = codec) -> str:
     return info.value.reason
 
 
-GOOD = {"v": 1, "type": "heartbeat", "from": 2, "inc": 7, "seq": 1, "term": 2, "load": 0.5,
+GOOD = {"v": 1, "type": "heartbeat", "from": 2, "to": 1, "inc": 7, "seq": 1, "term": 2, "load": 0.5,
         "coordinator": 2, "successors": [1, 3]}
 
 
@@ -101,9 +101,16 @@ def test_unknown_sender_is_rejected(sender):
     assert reason_of(raw({**GOOD, "from": sender})) == (m.UNKNOWN_PEER if sender >= 1 else m.MALFORMED)
 
 
+def test_misdirected_is_rejected_by_a_codec_that_knows_its_id():
+    datagram = raw({**GOOD, "to": 3})
+    assert reason_of(datagram, Codec(SECRET, MEMBERS, me=1)) == m.MISDIRECTED
+    assert codec.decode(datagram).recipient == 3
+    assert Codec(SECRET, MEMBERS, me=3).decode(datagram).recipient == 3
+
+
 def test_oversized_is_rejected_and_not_sent():
     assert reason_of(b"x" * (m.MAX_DATAGRAM + 1)) == m.OVERSIZED
-    big = Envelope(1, 1, 1, 1, m.App(kind="k", body={"x": "y" * m.MAX_DATAGRAM}))
+    big = Envelope(1, 2, 1, 1, 1, m.App(kind="k", body={"x": "y" * m.MAX_DATAGRAM}))
     with pytest.raises(m.MessageTooLargeError):
         codec.encode(big)
 
@@ -111,7 +118,7 @@ def test_oversized_is_rejected_and_not_sent():
 @pytest.mark.parametrize("change", [
     {"type": "nope"}, {"type": 3}, {"load": -1}, {"load": "1"}, {"load": True}, {"coordinator": 0},
     {"coordinator": 2.0}, {"successors": [0]}, {"successors": "12"}, {"seq": -1}, {"term": 1.5},
-    {"inc": None}, {"extra": 1}, {"from": True},
+    {"inc": None}, {"extra": 1}, {"from": True}, {"to": 0}, {"to": None},
 ])
 def test_bad_fields_are_malformed(change):
     assert reason_of(raw({**GOOD, **change})) == m.MALFORMED
@@ -143,7 +150,7 @@ def test_missing_field_is_malformed():
 
 
 def env(seq: int, inc: int = 5, sender: int = 2) -> Envelope:
-    return Envelope(sender, inc, seq, 1, m.Grant())
+    return Envelope(sender, 1, inc, seq, 1, m.Grant())
 
 
 def test_replay_guard_rejects_duplicates_and_old_incarnations():
