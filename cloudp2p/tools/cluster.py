@@ -305,7 +305,7 @@ class LocalCluster:
     def statuses(self, timeout: float = 0.5) -> dict[int, dict[str, Any]]:
         out = {}
         for sid, server in self.servers.items():
-            if server.alive:
+            if server.process is None or server.alive:  # not started by us, or running
                 view = self.status(sid, timeout)
                 if view is not None:
                     out[sid] = view
@@ -313,7 +313,11 @@ class LocalCluster:
 
     def wait_converged(self, timeout: float = 15.0, *, members: set[int] | None = None) -> int:
         """Wait until every running server names the same coordinator and sees the same members; return it."""
-        want = members if members is not None else {s for s, p in self.servers.items() if p.alive}
+        want = (
+            members
+            if members is not None
+            else {s for s, p in self.servers.items() if p.process is None or p.alive}
+        )
         deadline = time.monotonic() + timeout
         views: dict[int, dict[str, Any]] = {}
         while time.monotonic() < deadline:
