@@ -15,6 +15,7 @@ import secrets
 import socket
 from collections import Counter, deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import attrs
@@ -305,6 +306,7 @@ class TransferManager:
         listen: Listen | None = None,
         drop_rate: float = 0.0,
         seed: int | None = None,
+        hash_thread: bool | None = None,
         **overrides: Any,
     ) -> None:
         config = config or TransferConfig()
@@ -322,6 +324,12 @@ class TransferManager:
         self._per_peer: Counter[str] = Counter()
         self._paths: set[str] = set()
         self.stopped = False
+        # SHA-256 of memory fetches on a thread (hashlib releases the GIL), when the reactor is real.
+        if hash_thread is None:
+            hash_thread = listen is None and hasattr(reactor, "callFromThread")
+        self._hash_pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="transfer-sha256") if hash_thread else None
+        )
 
     @classmethod
     def from_config(cls, reactor: Any, section: dict[str, Any], **kwargs: Any) -> TransferManager:
@@ -420,6 +428,8 @@ class TransferManager:
             offer.close()
         for fetch in list(self._fetches):
             fetch.abort("the transfer manager stopped")
+        if self._hash_pool is not None:
+            self._hash_pool.shutdown(wait=False, cancel_futures=True)
 
     def open_ports(self) -> int:
         """Transfer ports currently open (offers, fetches, lingering fetches)."""
