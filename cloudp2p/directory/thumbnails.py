@@ -9,7 +9,6 @@ huge image (a decompression bomb) is refused without allocating its pixels.
 from __future__ import annotations
 
 import io
-import warnings
 
 from PIL import Image, UnidentifiedImageError
 
@@ -27,20 +26,21 @@ def check_thumbnail(data: bytes) -> str:
     if len(data) > MAX_BYTES:
         raise OpError("bad_thumbnail", f"thumbnail is {len(data)} bytes, at most {MAX_BYTES} are allowed")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=list(_MIME)) as image:
-                width, height = image.size
-                if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
-                    raise OpError(
-                        "bad_thumbnail",
-                        f"thumbnail is {width}x{height} pixels, at most {MAX_SIDE} on its long side",
-                    )
-                mime = _MIME[image.format]
-                image.load()
+        # Image.open reads the header only (and refuses absurd sizes itself); the pixels are
+        # decoded by load(), after the size check. (No warnings.catch_warnings: it is not
+        # thread-safe, and this runs on a pool thread.)
+        with Image.open(io.BytesIO(data), formats=list(_MIME)) as image:
+            width, height = image.size
+            if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+                raise OpError(
+                    "bad_thumbnail",
+                    f"thumbnail is {width}x{height} pixels, at most {MAX_SIDE} on its long side",
+                )
+            mime = _MIME[image.format]
+            image.load()
     except OpError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # the warning if run with -W error
         raise OpError(
             "bad_thumbnail", f"thumbnail claims far more pixels than {MAX_SIDE}x{MAX_SIDE}"
         ) from None

@@ -93,14 +93,14 @@ def _bmp() -> bytes:
     return out.getvalue()
 
 
-def _bomb() -> bytes:
-    """A tiny PNG whose header claims 100000 x 100000 pixels."""
+def _bomb(side: int = 100000) -> bytes:
+    """A tiny PNG whose header claims ``side`` x ``side`` pixels."""
     import struct
     import zlib
 
     data = bytearray(png(4))
     ihdr = data[12:29]
-    ihdr[4:12] = struct.pack(">II", 100000, 100000)
+    ihdr[4:12] = struct.pack(">II", side, side)
     data[12:29] = ihdr
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
     return bytes(data)
@@ -115,9 +115,11 @@ def _bomb() -> bytes:
         (png(8)[:-30], "damaged"),
         (png(100, noise=True), "bytes"),
         (_bomb(), "far more pixels"),
+        (_bomb(10000), "10000x10000"),  # past Pillow's warning limit, under its error limit
         (_bmp(), "PNG or JPEG"),
     ],
 )
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_bad_thumbnails_are_refused(thumbnail, words):
     with pytest.raises(OpError) as info:
         check_thumbnail(thumbnail)
