@@ -77,38 +77,49 @@ def window_for(rcvbuf: int, chunk_size: int, max_window: int) -> int:
 
 
 class MemorySink:
-    """Chunks go into one ``bytearray``; the result is ``bytes``."""
+    """Chunks are kept as views of the datagrams they came in; the result is one ``join``.
+
+    That is one copy of the data in user space (as a TCP reader's ``join``),
+    instead of a copy into a zeroed buffer and another into ``bytes``.
+    """
 
     resumable = False
 
     def __init__(self, size: int) -> None:
-        self.buf = bytearray(size)
-        self.view = memoryview(self.buf)
+        self.size = size
+        self.parts: list[Any] = []
+        self.cs = 1
 
     def load(self, sha256: str, size: int) -> tuple[int, bytearray] | None:
         return None
 
-    def write(self, offset: int, payload: memoryview) -> None:
-        self.buf[offset : offset + len(payload)] = payload
+    def open(self, chunk_size: int, chunks: int) -> None:
+        self.cs = chunk_size
+        self.parts = [b""] * chunks
 
-    def read(self, start: int, end: int) -> memoryview:
-        return self.view[start:end]
+    def write(self, seq: int, payload: memoryview) -> None:
+        self.parts[seq] = payload
+
+    def pieces(self, first: int, end: int) -> list[Any]:
+        """The payloads of chunks ``first`` to ``end - 1``, in order."""
+        return self.parts[first:end]
 
     def save(self, chunk_size: int, have: bytearray) -> None:
         pass
 
-    # The views are not released explicitly: the hash thread may still hold one for a moment.
     def finish(self) -> bytes:
-        return bytes(self.buf)
+        data = b"".join(self.parts)
+        self.parts = []
+        return data
 
     def suspend(self, chunk_size: int, have: bytearray) -> None:
-        pass
+        self.parts = []
 
     def discard(self) -> None:
-        pass
+        self.parts = []
 
     def release(self) -> None:
-        pass
+        self.parts = []
 
 
 class FileSink:
@@ -127,6 +138,7 @@ class FileSink:
         self.state_path = path + ".part.json"
         self.size = size
         self.sha256 = sha256
+        self.cs = 1
         self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o600)
 
     def load(self, sha256: str, size: int) -> tuple[int, bytearray] | None:
@@ -160,11 +172,15 @@ class FileSink:
         os.ftruncate(self.fd, 0)
         return None
 
-    def write(self, offset: int, payload: memoryview) -> None:
-        os.pwrite(self.fd, payload, offset)
+    def open(self, chunk_size: int, chunks: int) -> None:
+        self.cs = chunk_size
 
-    def read(self, start: int, end: int) -> bytes:
-        return os.pread(self.fd, end - start, start)
+    def write(self, seq: int, payload: memoryview) -> None:
+        os.pwrite(self.fd, payload, seq * self.cs)
+
+    def pieces(self, first: int, end: int) -> list[bytes]:
+        start = first * self.cs
+        return [os.pread(self.fd, min(end * self.cs, self.size) - start, start)]
 
     def save(self, chunk_size: int, have: bytearray) -> None:
         state = {
@@ -204,6 +220,11 @@ class FileSink:
         self._close()
         _unlink(self.part)
         _unlink(self.state_path)
+
+
+def _update(hasher: Any, pieces: list[Any]) -> None:
+    for piece in pieces:
+        hasher.update(piece)
 
 
 def _not_listening(datagram: bytes, addr: Address) -> None:
@@ -252,6 +273,7 @@ class Fetch:
         self.n = n = max(1, -(-size // chunk_size))
         if loaded is None:
             self.have = bytearray(n)
+        sink.open(chunk_size, n)
         have = self.have
         self.got = have.count(1)
         self.resumed_chunks = self.got
@@ -419,7 +441,7 @@ class Fetch:
         if have[seq]:
             self.duplicates += 1
         else:
-            self._write(seq * self.cs, payload)
+            self._write(seq, payload)
             have[seq] = 1
             self.got += 1
             if seq == self.cum:
@@ -518,23 +540,24 @@ class Fetch:
     def _hash_prefix(self, step: int | None) -> None:
         """Fold the contiguous prefix received so far into the running SHA-256.
 
-        With a hash thread (memory fetches on a real reactor), pieces of at
+        With a hash thread (memory fetches on a real reactor), batches of at
         least ``HASH_BATCH`` bytes go to it: hashlib releases the GIL, so the
-        hashing overlaps with receiving. Pieces are queued in order on one
-        thread, and received bytes are never rewritten, so the views stay valid.
+        hashing overlaps with receiving. Batches are queued in order on one
+        thread, and received chunks are never rewritten. Without one, at most
+        ``step`` bytes are hashed per call (all of them if ``step`` is None).
         """
-        target = min(self.cum * self.cs, self.size)
-        if self._hash_pool is not None:
-            if target - self.hashed >= (HASH_BATCH if step is not None else 1):
-                self._hash_pool.submit(self.hasher.update, self.sink.read(self.hashed, target))
-                self.hashed = target
+        first, end = self.hashed, self.cum
+        if end <= first:
             return
-        while self.hashed < target:
-            end = target if step is None else min(target, self.hashed + step)
-            self.hasher.update(self.sink.read(self.hashed, end))
-            self.hashed = end
-            if step is not None:
-                break
+        if self._hash_pool is not None:
+            if step is None or (end - first) * self.cs >= HASH_BATCH:
+                self._hash_pool.submit(_update, self.hasher, self.sink.pieces(first, end))
+                self.hashed = end
+            return
+        if step is not None:
+            end = min(end, first + max(1, step // self.cs))
+        _update(self.hasher, self.sink.pieces(first, end))
+        self.hashed = end
 
     def _complete(self) -> None:
         self.state = "VERIFYING"
