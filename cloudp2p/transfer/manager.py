@@ -442,11 +442,15 @@ class TransferManager:
             raise TransferError("the transfer manager is stopped")
         try:
             host, port = address
-            ipaddress.ip_address(host)
-            if not isinstance(port, int) or not 1 <= port <= 65535:
+            ip = ipaddress.ip_address(host)
+            if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
                 raise ValueError
         except (TypeError, ValueError):
             raise BadTransferMeta(f"address must be (IP address, port), got {address!r}") from None
+        if ip.version != ipaddress.ip_address(self.config.interface).version:
+            raise BadTransferMeta(
+                f"cannot reach {host} from transfer sockets bound to {self.config.interface}"
+            )
         _check_tid(transfer_id)
         _check_size(size)
         _check_sha(sha256)

@@ -36,7 +36,7 @@ from cloudp2p.transfer.errors import (
     TransferTimeout,
     refusal,
 )
-from cloudp2p.transfer.sender import encode_have
+from cloudp2p.transfer.sender import PROGRESS_INTERVAL, encode_have
 
 if TYPE_CHECKING:
     from cloudp2p.transfer.manager import TransferManager
@@ -45,7 +45,7 @@ Address = tuple[str, int]
 Progress = Callable[[int, int], object]
 
 HASH_STEP = 4 * 1024 * 1024  # most bytes read back from a .part file per ack, for the running hash
-HASH_BATCH = 256 * 1024  # least bytes handed to the hash thread at a time
+HASH_BATCH = 512 * 1024  # least bytes handed to the hash thread at a time
 STATE_VERSION = 1
 
 
@@ -223,8 +223,9 @@ class FileSink:
 
 
 def _update(hasher: Any, pieces: list[Any]) -> None:
-    for piece in pieces:
-        hasher.update(piece)
+    # One big update: hashlib only releases the GIL for inputs of 2 KiB or more, and every
+    # release and re-acquire is a hand-over with the reactor thread.
+    hasher.update(pieces[0] if len(pieces) == 1 else b"".join(pieces))
 
 
 def _not_listening(datagram: bytes, addr: Address) -> None:
@@ -518,7 +519,7 @@ class Fetch:
             return
         self._hash_prefix(HASH_STEP)
         now = self.clock.seconds()
-        if self.progress is not None and now - self.last_progress >= 0.05:
+        if self.progress is not None and now - self.last_progress >= PROGRESS_INTERVAL:
             self.last_progress = now
             self._report_progress()
         if self.sink.resumable and now - self.last_save >= self.config.state_interval:
@@ -628,13 +629,20 @@ class FetchProtocol(DatagramProtocol):
         fetch = self.fetch
         stats = fetch.manager.stats
         try:
+            relocate = False
             if addr[0] != fetch.peer[0] or addr[1] != fetch.peer[1]:
-                stats.foreign += 1
-                return
+                # A multi-homed sender may answer from another of its addresses: until the
+                # first valid answer, the right port and transfer id are enough.
+                if fetch.state != "REQUESTING" or addr[1] != fetch.peer[1]:
+                    stats.foreign += 1
+                    return
+                relocate = True
             kind, tid = wire.parse_header(datagram)
             if tid != fetch.tid:
                 stats.foreign += 1
                 return
+            if relocate:
+                fetch.peer = (addr[0], addr[1])
             if kind == wire.DATA:
                 fetch.on_data(*wire.parse_data(datagram))
             elif kind in (wire.ACCEPT, wire.REFUSE, wire.CLOSE):

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from cloudp2p.transfer.manager import Offer, TransferManager
 
 Address = tuple[str, int]
+PROGRESS_INTERVAL = 0.05  # seconds between progress callbacks (the last one always comes)
 MIN_PTO = 0.002  # a probe sooner than this would mostly race the ack already on its way
 Progress = Callable[[int, int], object]
 
@@ -114,6 +115,7 @@ class SendSession:
         self.spurious_timeouts = 0
         self.last_heard = self.clock.seconds()
         self.state = "SENDING"
+        self.last_progress = float("-inf")
         self.retransmits = 0
         self.sent = 0
         self._timer: Any = None
@@ -193,9 +195,11 @@ class SendSession:
             self.cc.on_ack(fresh)
             self.probe_sent = False
             self._arm(self._pto())
-            progress = self.offer.progress
-            if progress is not None:
-                progress(min(self.acked_count * self.cs, self.size), self.size)
+            if self.offer.progress is not None and (
+                self.acked_count >= n or now - self.last_progress >= PROGRESS_INTERVAL
+            ):
+                self.last_progress = now
+                self._report_progress()
         if self.una >= n or self.acked_count >= n:
             self._end("DONE")
             return
@@ -233,6 +237,12 @@ class SendSession:
                     self.cc.on_loss()
                     self.recovery_point = self.next_new
         self._pump()
+
+    def _report_progress(self) -> None:
+        try:
+            self.offer.progress(min(self.acked_count * self.cs, self.size), self.size)
+        except Exception:
+            self.log.failure("transfer {tid}: progress callback failed", tid=self.offer.transfer_id)
 
     def _undo_timeout(self) -> None:
         """An ack for a chunk sent before the timeout: the peer was slow, not the network lossy.

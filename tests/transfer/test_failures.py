@@ -262,3 +262,21 @@ def test_lost_acks_are_recovered_by_the_retransmission_timer():
     net.set_link_faults(HOST_B, HOST_A, Faults(loss=0.5))
     data = payload(200_000)
     assert run(net, fetch_offer(b, a.offer(data))) == data
+
+
+def test_a_failing_progress_callback_does_not_break_the_transfer():
+    net, a, b = pair()
+    data = payload(300_000)
+
+    def broken(done, total):
+        raise RuntimeError("the progress bar crashed")
+
+    offer = a.offer(data, progress=broken)
+    assert run(net, fetch_offer(b, offer, progress=broken)) == data
+    assert a.stats.internal == b.stats.internal == 0
+
+
+def test_an_address_of_the_other_family_is_refused_at_once():
+    net, a, b = pair()
+    failure, _ = failure_of(net, b.fetch(("::1", 5000), "ab" * 16, 5, "0" * 64), 0.01)
+    assert failure.check(BadTransferMeta) and "0.0.0.0" in str(failure.value)
