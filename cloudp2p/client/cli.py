@@ -267,9 +267,12 @@ def format_result(command: str, r: dict[str, Any]) -> str:
                 )
         return "\n".join(lines)
     if command in ("request", "more-views"):
-        how = "sent to" if r["delivery"] == "peer" else "queued in the directory for"
+        how = "sent to" if r["delivery"] == "peer" else "queued in the directory (offline) for"
+        more = "more " if command == "more-views" else ""
+        name = r.get("image_name") or r["image_id"]
         return (
-            f"Request {r['request_id']} for {_fmt_views(r['views'])} of {r['image_id']} {how} {r['owner']}."
+            f"Request {r['request_id']} for {r['views']} {more}view{'s' if r['views'] != 1 else ''} "
+            f"of {name} {how} {r['owner']}."
         )
     if command == "inbox":
         if not r["requests"]:
@@ -280,6 +283,10 @@ def format_result(command: str, r: dict[str, Any]) -> str:
             for q in r["requests"]
         )
     if command == "accept":
+        if r.get("kind") == "more":
+            return f"{r['viewer']} may now view {r['image_name']} {_fmt_views(r['views'])} in total."
+        if r.get("delivered") is False:
+            return f"Offered {r['image_name']} to {r['viewer']}; they have not finished fetching it yet."
         return f"Sent {r['image_name']} to {r['viewer']} with {_fmt_views(r['views'])}."
     if command == "reject":
         return f"Rejected request {r['request_id']}."
@@ -294,6 +301,13 @@ def format_result(command: str, r: dict[str, Any]) -> str:
         for im in r["received"]:
             left = _fmt_views(im["views_left"])
             lines.append(f"    {im['name']}  id {im['image_id']}  from {im['owner']}  {left} left")
+        waiting = [q for q in r.get("requests", []) if q["state"] != "received"]
+        if waiting:
+            lines.append("Your requests:")
+        for q in waiting:
+            extra = f" {q['done']}/{q['total']} bytes" if q["state"] == "fetching" else ""
+            extra += f" ({q['error']})" if q.get("error") else ""
+            lines.append(f"    {q['request_id']}  {q['image_name']} from {q['owner']}: {q['state']}{extra}")
         return "\n".join(lines)
     if command == "view":
         if r["shown"] == "cover":
@@ -301,7 +315,8 @@ def format_result(command: str, r: dict[str, Any]) -> str:
         return f"Decoded {r['name']} ({_fmt_views(r['views_left'])} left).\n  {r['path']}"
     if command in ("set-views", "revoke"):
         how = "applied at once" if r["delivery"] == "peer" else "queued until they sign in"
-        return f"{r['viewer']} now has {_fmt_views(r['views'])} of {r['image_id']} ({how})."
+        name = r.get("image_name") or r["image_id"]
+        return f"{r['viewer']} may now view {name} {_fmt_views(r['views'])} in total ({how})."
     if command == "status":
         me, cloud = r["me"], r["cloud"]
         lines = [
@@ -313,7 +328,7 @@ def format_result(command: str, r: dict[str, Any]) -> str:
             f"coordinator: {cloud.get('coordinator') if cloud.get('coordinator') is not None else 'unknown'}",
         ]
         for s in cloud.get("servers", []):
-            lines.append(f"  server {s}")
+            lines.append(f"  {s}")
         return "\n".join(lines)
     if command == "shutdown":
         return "The daemon is stopping."

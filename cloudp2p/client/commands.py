@@ -99,6 +99,25 @@ def _safe_stem(name: str) -> str:
     return stem[:60]
 
 
+def _describe_servers(st: dict[str, Any], configured: Any) -> list[str]:
+    """One line per server from a ``status`` reply: role, load, or that it does not answer."""
+    members = {str(m) for m in st.get("members") or []}
+    loads = st.get("loads") or {}
+    known = st.get("cluster", {}).get("members") if isinstance(st.get("cluster"), dict) else None
+    ids = sorted({str(m.get("id")) for m in known or [] if isinstance(m, dict)} | members, key=str)
+    lines = []
+    for sid in ids:
+        if sid in members:
+            role = "coordinator" if sid == str(st.get("coordinator")) else "member"
+            load = loads.get(sid)
+            lines.append(
+                f"server {sid}: {role}" + (f", load {load:.2f}" if isinstance(load, (int, float)) else "")
+            )
+        else:
+            lines.append(f"server {sid}: not answering (failed)")
+    return lines or [f"{h}:{p}" for h, p in configured]
+
+
 class Stories:
     log = Logger()
 
@@ -550,6 +569,7 @@ class Stories:
             delivery = await self._send_rights(viewer, info, image_id, image, total, "more")
             self.state.update("inbox", rid, state="accepted", granted=views)
             return {
+                "kind": "more",
                 "request_id": rid,
                 "viewer": viewer,
                 "image_id": image_id,
@@ -1085,11 +1105,7 @@ class Stories:
         try:
             st = await self.d.call("status")
             cloud.update(reachable=True, coordinator=st.get("coordinator"), detail=st)
-            members = st.get("members") or st.get("servers")
-            if isinstance(members, dict):
-                cloud["servers"] = [f"{k}: {v}" for k, v in sorted(members.items())]
-            elif isinstance(members, list):
-                cloud["servers"] = [str(m) for m in members]
+            cloud["servers"] = _describe_servers(st, self.d.config.servers)
         except CloudUnreachable:
             pass
         except RequestFailed as e:

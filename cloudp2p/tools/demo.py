@@ -71,6 +71,14 @@ class Transcript:
         shown = " ".join(result.argv) + ("  (password on stdin)" if secret else "")
         self.out.write(f"    {who}$ cloudp2p {shown}\n")
         body = result.stdout if result.ok else result.stderr
+        if result.ok and result.stderr.strip():
+            # the progress bar (printed on stderr): show each transfer's last line
+            last: dict[str, str] = {}
+            for line in result.stderr.splitlines():
+                if " [" in line:
+                    last[line.split(" [", 1)[0]] = line
+            for line in last.values():
+                self.note(line)
         self.note(body or "(no output)")
         if not result.ok:
             self.note(f"(exit code {result.code})")
@@ -195,10 +203,7 @@ class Demo:
         self.t.step("bob views it twice; the third view shows only the cover")
         for _ in range(3):
             self.run("bob", "view", "holiday.png")
-        views = sorted(os.listdir(os.path.join(self.clients["bob"].home, "views")))
-        for name in views:
-            kept = self.keep(os.path.join(self.clients["bob"].home, "views", name), f"bob-{name}")
-            self.t.note(f"produced: {kept}")
+        self.t.note("(each view wrote a file under bob's home; they are listed at the end)")
 
         self.t.step("bob asks for more views; alice accepts; bob can see it again")
         self.run("bob", "more-views", "holiday.png", "2")
@@ -220,6 +225,9 @@ class Demo:
 
         self.t.step("status: who we are, the cloud's coordinator and servers")
         self.run("alice", "status")
+        views_dir = os.path.join(self.clients["bob"].home, "views")
+        for name in sorted(os.listdir(views_dir)):
+            self.keep(os.path.join(views_dir, name), f"bob-{name}")
 
     def cleanup(self) -> None:
         for client in self.clients.values():
