@@ -66,7 +66,7 @@ class RouterSettings:
     stall_grace: float = 0.3  # after a stall: no coordinator action, queued assignments dropped
     outstanding_weight: float = 0.25  # load units per assignment still outstanding on a server
     direct_ops: frozenset[str] = frozenset({"status", "ping", "recent_runs"})
-    journal_size: int = 500  # recent handler runs kept for ``recent_runs``
+    journal_size: int = 400  # recent handler runs kept for ``recent_runs`` (fits one reply)
 
 
 @attrs.define
@@ -384,9 +384,9 @@ class Router:
                 and wire.is_op_name(op)
                 and isinstance(args, dict)
                 and isinstance(host, str)
-                and isinstance(port, int)
-                and isinstance(to, int)
-                and isinstance(term, int)
+                and type(port) is int
+                and type(to) is int
+                and type(term) is int
             ):
                 raise TypeError("bad field types")
         except (KeyError, TypeError, ValueError):
@@ -421,14 +421,14 @@ class Router:
         pending.assigned_at = now
         pending.assign_term = term
         attempt = body.get("attempt")
-        if isinstance(attempt, int):
+        if type(attempt) is int:
             pending.attempts = max(pending.attempts, attempt)
         if to == self.id:
             self._execute(pending)
 
     def _done_received(self, sender: int, body: dict[str, Any]) -> None:
         rid, reply, by = body.get("id"), body.get("body"), body.get("by")
-        if not wire.is_request_id(rid) or wire.body_problem(reply) or not (by is None or isinstance(by, int)):
+        if not wire.is_request_id(rid) or wire.body_problem(reply) or not (by is None or type(by) is int):
             self.counters["bad_peer_messages"] += 1
             self.log.warn(  # noqa: G010
                 "malformed completion from server {sender}", sender=sender

@@ -13,6 +13,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer, task
 from twisted.internet.protocol import DatagramProtocol
 
@@ -541,3 +543,49 @@ def test_a_request_overtaken_by_the_executors_done_is_not_answered_twice():
     c.net.run(0.5)
     assert len(proto.replies) == 2 and proto.replies[1][0].body == proto.replies[0][0].body
     assert proto.replies[1][1] == client_addr(2) and len(c.runs) == 1
+
+
+def test_gives_up_with_unavailable_after_max_attempts():
+    c = FakeCluster(3, settings=RouterSettings(max_attempts=1))
+    c.loads = {1: 0.5, 2: 0.0, 3: 0.9}
+    outcomes = c.submit_all("slow", [{"seconds": 5.0}])
+    c.net.run(0.3)
+    c.crash(2)
+    c.detect(2)
+    c.run_until_answered(outcomes, seconds=2.0)
+    failure = results(outcomes)[0]
+    assert failure.check(RequestFailed) and failure.value.code == "unavailable"
+    assert c.routers[1].counters["gave_up"] == 1
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+peer_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.sampled_from(["a" * 32, "zz", 5]) | json_values,
+        "op": st.sampled_from(["echo", "Bad", ""]) | json_values,
+        "args": json_values,
+        "client": st.sampled_from([["10.9.9.9", 1], ["x"], "x"]) | json_values,
+        "to": st.sampled_from([1, 2, 3, -1]) | json_values,
+        "term": st.sampled_from([0, 1, 2]) | json_values,
+        "attempt": json_values,
+        "body": st.sampled_from([{"ok": True, "result": {}}, {"ok": False}]) | json_values,
+        "by": st.sampled_from([1, None, "x"]) | json_values,
+    },
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["rt.assign", "rt.done"]), peer_bodies), max_size=6))
+def test_any_peer_message_body_is_handled_without_raising(messages):
+    c = FakeCluster(3)
+    for kind, body in messages:
+        c.nodes[2].handlers[kind](1, body)
+    c.net.run(0.3)
+    outcomes = c.submit_all("echo", [{}])
+    c.run_until_answered(outcomes)
+    assert isinstance(results(outcomes)[0], dict)
