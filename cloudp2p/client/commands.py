@@ -135,6 +135,7 @@ class Stories:
         self._offers: dict[str, tuple[Any, defer.Deferred[None], Any]] = {}
         self._fetching: dict[str, defer.Deferred[Any]] = {}
         self.fetch_progress: dict[str, tuple[int, int]] = {}
+        daemon.online_hooks.append(self.resume_fetches)
 
     @property
     def state(self) -> Any:

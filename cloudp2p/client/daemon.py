@@ -40,6 +40,10 @@ from cloudp2p.errors import CloudUnreachable, RequestFailed
 # Codes with which the directory says the session is gone (log in again).
 SESSION_GONE = {"not_signed_in", "session_expired", "bad_token"}
 
+# A heartbeat in every DRAIN_EVERY also fetches queued messages: a sender that could not reach
+# us peer to peer (a stale address, a lost datagram) queued its message while we were online.
+DRAIN_EVERY = 5
+
 RunBlocking = Callable[..., defer.Deferred]
 
 
@@ -91,6 +95,9 @@ class ClientDaemon:
         self._applying: dict[str, defer.Deferred[Any]] = {}
         self._draining: defer.Deferred[list[str]] | None = None
         self._stopping = False
+        self._beats = 0
+        self._catch_up = True  # fetch queued messages after the first heartbeat that gets through
+        self.online_hooks: list[Callable[[], None]] = []  # run when the daemon is back in touch
         self.stop_requested: Callable[[], None] = lambda: None
         # hooks for the stories (commands.py) to react to messages
         self.handlers: dict[str, Callable[[PeerMessage, tuple[str, int] | None], Any]] = {}
@@ -232,8 +239,7 @@ class ClientDaemon:
             self.last_contact = self.wall_clock()
         if was is False and reachable:
             self.log.info("the cloud is reachable again")
-            if self.token:
-                self.reactor.callLater(0, self._drain_in_background)
+            self._catch_up = True
         elif was is not False and not reachable:
             self.log.warn("the cloud is unreachable; retrying in the background")  # noqa: G010
 
@@ -259,6 +265,12 @@ class ClientDaemon:
         try:
             await self.call("heartbeat", token, addr[0], addr[1])
             self._backoff = 0.0
+            self._beats += 1
+            if self._catch_up or self._beats % DRAIN_EVERY == 0:
+                self._catch_up = False
+                self._drain_in_background()
+                for hook in self.online_hooks:
+                    hook()
         except CloudUnreachable:
             self._backoff = min(
                 self.config.reconnect_max, max(self.config.heartbeat_interval, self._backoff * 2)

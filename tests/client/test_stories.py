@@ -294,3 +294,19 @@ def test_status(world):
     assert st["cloud"]["reachable"] and st["cloud"]["coordinator"] == 1
     world.directory.reachable = False
     assert alice.cmd("status")["cloud"]["reachable"] is False
+
+
+def test_restarted_daemon_keeps_its_session_and_catches_up(world, tmp_path):
+    world.signed_up("alice")
+    bob = world.signed_up("bob")
+    enc = bob.cmd("encrypt", path=_image(tmp_path))
+    world.stop("alice")  # the daemon dies without logging out: the directory still shows her online
+    # bob tells alice something while her daemon is down: no acknowledgement, so it is queued
+    body = {"request_id": "cafe0002", "image_id": enc["image_id"]}
+    assert world.run(bob.daemon.send_message("alice", "share_rejected", body)) == "queued"
+    assert len(world.directory.queue) == 1
+    alice = world.client("alice")  # restart, no login: the session is still valid
+    assert alice.daemon.token
+    world.net.run(5)
+    assert world.directory.queue == []  # fetched, applied and acknowledged after the first heartbeat
+    assert world.directory.online("alice") and alice.daemon.reachable
