@@ -197,7 +197,10 @@ class DaemonConnection:
     def call(
         self, cmd: str, args: dict[str, Any], progress: Callable[[dict[str, Any]], None]
     ) -> dict[str, Any]:
-        self.sock.sendall(json.dumps({"id": 1, "cmd": cmd, "args": args}).encode() + b"\n")
+        try:
+            self.sock.sendall(json.dumps({"id": 1, "cmd": cmd, "args": args}).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the daemon hung up at once (it refused us): its reason is waiting to be read
         while True:
             msg = self._read()
             if "progress" in msg and msg.get("id") == 1:
@@ -215,6 +218,8 @@ class DaemonConnection:
                 chunk = self.sock.recv(65536)
             except TimeoutError:
                 raise cerr.ClientError("the daemon did not answer in time (see --timeout)") from None
+            except ConnectionResetError:
+                chunk = b""
             if not chunk:
                 raise cerr.ControlProtocolError("the daemon closed the connection (did it stop?)")
             self._buffer += chunk

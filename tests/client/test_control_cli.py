@@ -54,7 +54,10 @@ def _raw(path, lines):
     s.settimeout(2.0)
     s.connect(path)
     for line in lines:
-        s.sendall(line)
+        try:
+            s.sendall(line)
+        except BrokenPipeError:  # the server refused us and closed: read what it said
+            break
     out = b""
     try:
         while out.count(b"\n") < len(lines) or not lines:
@@ -131,6 +134,16 @@ def test_other_uid_is_refused(tmp_path):
         assert len(replies) == 1
         assert replies[0]["error"]["type"] == "ControlProtocolError"
         assert f"uid {os.getuid()} are refused" in replies[0]["error"]["message"]
+
+        def through_the_cli():
+            conn = cli.DaemonConnection(path, 5.0)
+            try:
+                conn.call("echo", {}, lambda p: None)
+            finally:
+                conn.close()
+
+        with pytest.raises(cli.RemoteError, match="are refused"):
+            yield threads.deferToThread(through_the_cli)
     finally:
         yield port.stopListening()
 
