@@ -8,7 +8,9 @@ size (1,200 B) and with 32 KB chunks; then both again with 5 % of the sender's
 datagrams dropped at random (the manager's ``drop_rate`` hook). The sender runs
 in a child process (``--serve``); the receiver, which times each transfer
 from its start to the verified bytes in hand, runs here. Prints one
-``name: value`` line per figure.
+``name: value`` line per figure: medians of MB/s (10^6 bytes per second), of
+the receiving process's CPU time per transfer (user + system, all threads: less
+disturbed by other work on the machine than wall time), and the ratios.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -115,16 +118,23 @@ async def measure(meta: dict, runs: int, size: int) -> dict[str, float]:
         ("udp_default_loss5", "lossy", 1200),
         ("udp_32k_loss5", "lossy", 32768),
     ]
+    cpu: dict[str, list[float]] = {}
     for _ in range(runs):  # interleaved, so that noise from other work hits every case alike
         for name, which, chunk in cases:
+            before = resource.getrusage(resource.RUSAGE_SELF)
             if which is None:
                 seconds = await tcp_once(meta["tcp_port"], size)
             else:
                 seconds = await udp_once(meta[which], chunk)
+            after = resource.getrusage(resource.RUSAGE_SELF)
             figures.setdefault(name, []).append(size / seconds / 1e6)
+            used = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+            cpu.setdefault(name, []).append(used * 1e3)
             await deferLater(reactor, 0.05, lambda: None)  # let the sender see the final ack
     fetcher.stop()
-    return {name: statistics.median(values) for name, values in figures.items()}
+    result = {name: statistics.median(values) for name, values in figures.items()}
+    result.update({f"{name}_cpu": statistics.median(values) for name, values in cpu.items()})
+    return result
 
 
 def main() -> None:
@@ -171,6 +181,8 @@ def main() -> None:
     print(f"runs: {args.runs}")
     for name in ("tcp", "udp_default", "udp_32k", "udp_default_loss5", "udp_32k_loss5"):
         print(f"{name}_mbps: {result[name]:.1f}")
+    for name in ("tcp", "udp_default", "udp_32k", "udp_default_loss5", "udp_32k_loss5"):
+        print(f"{name}_receiver_cpu_ms: {result[name + '_cpu']:.1f}")
     print(f"ratio_vs_tcp: {result['udp_32k'] / tcp:.2f}")
     print(f"ratio_default_vs_tcp: {result['udp_default'] / tcp:.2f}")
     print(f"loss5_vs_lossfree_default: {result['udp_default_loss5'] / result['udp_default']:.2f}")
