@@ -93,7 +93,7 @@ class SendSession:
         self.burst = config.burst
         self.peer_timeout = config.peer_timeout
         self.acked = bytearray(n) if have is None else bytearray(have)
-        self.sent_at = [0.0] * n
+        self.sent_at = [-1.0] * n  # send time of each chunk's latest transmission; -1: never sent
         self.retx = bytearray(n)
         self.lost = bytearray(n)
         self.queue: deque[int] = deque()
@@ -173,11 +173,9 @@ class SendSession:
         self.last_heard = now
         self.rwnd = max(1, window)
         sent_at = self.sent_at
-        t_ref = 0.0
-        if 0 <= echo < n and sent_at[echo]:
+        t_ref = -1.0
+        if 0 <= echo < n:
             t_ref = sent_at[echo]
-            if not self.retx[echo]:  # Karn's rule: no sample from a retransmitted chunk
-                self.rtt.sample(now - t_ref)
         fresh = 0
         if cum > self.una:
             fresh += self._mark(self.una, cum)
@@ -190,6 +188,9 @@ class SendSession:
         if high > pos:
             fresh += self._mark(pos, high)
         if fresh:
+            # Karn's rule: no sample from a retransmitted chunk (nor from a duplicate's ack).
+            if t_ref >= 0 and not self.retx[echo]:
+                self.rtt.sample(now - t_ref)
             self.outstanding = max(0, self.outstanding - fresh)
             self.acked_count += fresh
             self.cc.on_ack(fresh)
@@ -207,14 +208,14 @@ class SendSession:
             self.cc.on_round(self.round_lost, self.round_sent)
             self.round_lost = self.round_sent = 0
             self.round_end = max(self.next_new, self.una + 1)
-        if self.undo is not None and t_ref:
+        if self.undo is not None and t_ref >= 0:
             if t_ref < self.rto_time:
                 self._undo_timeout()
             else:
                 self.undo = None  # what arrives now was sent after the timeout: the loss was real
         # Loss detection (time-based, as RACK): a missing chunk sent before the
         # one that just arrived, by more than a reordering allowance, is lost.
-        if t_ref and missing:
+        if t_ref >= 0 and missing:
             srtt = self.rtt.srtt or 0.0
             limit = t_ref - srtt / 4
             lost = self.lost
