@@ -30,7 +30,7 @@ from cloudp2p.client.daemon import ClientDaemon
 from cloudp2p.client.identity import b64, unb64
 from cloudp2p.client.images import check_image, make_thumbnail
 from cloudp2p.client.peer import MAX_VIEWS, PeerMessage, valid_username
-from cloudp2p.errors import CloudUnreachable, InvalidImage, RequestFailed
+from cloudp2p.errors import CloudUnreachable, RequestFailed
 
 Progress = Callable[[str, int, int], None]
 Command = Callable[[dict[str, Any], Progress], Awaitable[dict[str, Any]]]
@@ -81,6 +81,17 @@ def transfer_meta(offer: Any) -> dict[str, Any]:
     if callable(meta):
         return dict(meta())
     return {"port": offer.port, "transfer_id": offer.transfer_id, "size": offer.size, "sha256": offer.sha256}
+
+
+def _check_meta(meta: Any) -> None:
+    """A transfer meta from the cloud: {port, transfer_id, size, sha256}; ValueError otherwise."""
+    if not isinstance(meta, dict):
+        raise ValueError("no transfer meta")
+    port, size, tid, sha = meta.get("port"), meta.get("size"), meta.get("transfer_id"), meta.get("sha256")
+    if not (isinstance(port, int) and 1 <= port <= 65535 and isinstance(size, int) and size >= 0):
+        raise ValueError("bad port or size")
+    if not (isinstance(tid, str) and isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+        raise ValueError("bad transfer id or sha256")
 
 
 def _image_format(data: bytes) -> str:
@@ -248,7 +259,11 @@ class Stories:
             image_id = reply.get("image_id")
             if not isinstance(image_id, str) or not _UUID.match(image_id):
                 raise RequestFailed("bad_reply", f"the cloud sent an unusable image id {image_id!r:.60}")
-            content_key = unb64(reply["content_key"], length=32)
+            try:
+                content_key = unb64(reply.get("content_key"), length=32)
+                _check_meta(reply.get("result"))
+            except ValueError as e:
+                raise RequestFailed("bad_reply", f"the cloud's encrypt reply is not usable: {e}") from None
             target = self.d.home.sub("encrypted") / f"{image_id}.png"
             label = f"downloading {name} (encrypted)"
             png = await self._fetch_from_cloud(target, reply, label, progress)
@@ -1015,7 +1030,6 @@ class Stories:
 
     async def cmd_view(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
         from cloudp2p.encryption import container
-        from cloudp2p.encryption.errors import EncryptionError
 
         ref = arg_str(args, "image") or ""
         assert self.d.identity is not None
@@ -1025,30 +1039,25 @@ class Stories:
             image_id, record = self._find("received", env.image_id, "received images")
             path = None
         else:
-            owned = self.state.get("images", ref) or next(
-                (r for _, r in self.state.items("images") if r["name"] == ref), None
-            )
-            if owned is not None and self.state.get("received", ref) is None:
-                return await self._view_own(owned)
+            owned = [(k, r) for k, r in self.state.items("images") if ref in (k, r["name"])]
+            received = [k for k, r in self.state.items("received") if ref in (k, r["name"])]
+            if len(owned) == 1 and not received:
+                return self._view_own(*owned[0])
             image_id, record = self._find("received", ref, "received images")
             path = self.d.home.resolve(record["container"])
             data = await self.d.read_file(path)
-        if str(record.get("owner_id")) == "" or self.d.user_id is None:
-            raise cerr.NotRegistered()
-        try:
-            result = await self.d.run_blocking(
-                container.open_for_view,
-                data,
-                viewer_x25519=self.d.identity.x25519,
-                viewer_id=self.d.user_id,
-                owner_id=record["owner_id"],
-                owner_ed25519_pub=unb64(record["owner_ed25519"], length=32),
-                ledger=self.ledger(),
-            )
-        except EncryptionError:
-            raise
-        except InvalidImage:
-            raise
+        self.d.require_registered()
+        # Raises the encryption area's errors (EncryptionError subclasses) with their own messages:
+        # "not shared with you", "damaged or tampered with"...
+        result = await self.d.run_blocking(
+            container.open_for_view,
+            data,
+            viewer_x25519=self.d.identity.x25519,
+            viewer_id=self.d.user_id,
+            owner_id=record["owner_id"],
+            owner_ed25519_pub=unb64(record["owner_ed25519"], length=32),
+            ledger=self.ledger(),
+        )
         if path is not None and result.png != data:
             await self.d.write_file(path, result.png)
         stem = _safe_stem(record["name"])
@@ -1075,10 +1084,11 @@ class Stories:
             "views_used": result.status.views_used,
         }
 
-    async def _view_own(self, record: dict[str, Any]) -> dict[str, Any]:
+    def _view_own(self, image_id: str, record: dict[str, Any]) -> dict[str, Any]:
+        """The owner sees their own original: no view is counted."""
         out = self.d.home.resolve(record["original"])
         return {
-            "image_id": self.d.home.relative(out),
+            "image_id": image_id,
             "name": record["name"],
             "owner": self.d.username,
             "path": str(out),

@@ -41,9 +41,11 @@ def _servers(value: list[Any]) -> list[tuple[str, int]]:
 
 def _ip(value: str) -> str:
     try:
-        ipaddress.ip_address(value)
+        address = ipaddress.ip_address(value)
     except ValueError:
         raise ValueError(f"must be an IP address such as 127.0.0.1, got {value!r}") from None
+    if address.is_unspecified:
+        raise ValueError(f"must be the address other users reach this machine at, not {value!r}")
     return value
 
 

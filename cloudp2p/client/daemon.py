@@ -43,6 +43,7 @@ SESSION_GONE = {"not_signed_in", "session_expired", "bad_token"}
 # A heartbeat in every DRAIN_EVERY also fetches queued messages: a sender that could not reach
 # us peer to peer (a stale address, a lost datagram) queued its message while we were online.
 DRAIN_EVERY = 5
+UNKNOWN_TTL = 60.0
 
 RunBlocking = Callable[..., defer.Deferred]
 
@@ -92,6 +93,7 @@ class ClientDaemon:
         self._heartbeat_call: Any = None
         self._backoff = 0.0
         self._keys: dict[str, dict[str, Any]] = {}  # username -> lookup_user result (keys, id)
+        self._unknown: dict[str, float] = {}  # username -> until when it is known not to exist
         self._applying: dict[str, defer.Deferred[Any]] = {}
         self._draining: defer.Deferred[list[str]] | None = None
         self._stopping = False
@@ -304,12 +306,21 @@ class ClientDaemon:
         return found
 
     async def resolve_key(self, username: str) -> str | None:
-        """The Ed25519 key (base64) the directory holds for ``username``; None if unknown."""
+        """The Ed25519 key (base64) the directory holds for ``username``; None if unknown.
+
+        Unknown names are remembered for ``UNKNOWN_TTL`` seconds, so that datagrams claiming to
+        come from made-up users do not each cost a directory lookup.
+        """
         if username == self.username and self.identity is not None:
             return self.identity.public_keys()["ed25519"]
+        if self._unknown.get(username, 0.0) > self.reactor.seconds():
+            return None
         try:
             return (await self.lookup(username))["keys"]["ed25519"]
         except cerr.UnknownUser:
+            if len(self._unknown) > 10_000:
+                self._unknown.clear()
+            self._unknown[username] = self.reactor.seconds() + UNKNOWN_TTL
             return None
 
     # -- sending messages ----------------------------------------------------------------------------

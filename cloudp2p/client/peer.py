@@ -43,6 +43,7 @@ from cloudp2p.client.identity import Identity, b64, unb64, verify
 VERSION = 1
 MAX_MESSAGE = 16 * 1024
 MAX_VIEWS = 1000
+MAX_IN_PROGRESS = 64  # messages being verified/applied at once; more are dropped (the sender retries)
 
 _USER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -361,6 +362,14 @@ class PeerMessenger:
             defer.Deferred.fromCoroutine(self._check_ack(msg, waiting[1]))
             return
         if msg.id in self._in_progress:
+            return
+        if len(self._in_progress) >= MAX_IN_PROGRESS:
+            self.dropped += 1
+            self.log.info(
+                "dropped a {type} message from {sender}: too many being checked",
+                type=msg.type,
+                sender=msg.sender,
+            )
             return
         self._in_progress.add(msg.id)
         d = defer.Deferred.fromCoroutine(self._apply(msg, addr))
