@@ -14,12 +14,15 @@ writes the bits ``[8s, 8s + 8 len(payload))`` of the sequence and touches no
 other slot, so a header at ``start=0`` can be rewritten in place without
 disturbing a payload written at ``start=len(header)``.
 
-Two equivalent code paths: a short region is computed directly from
-``positions`` (O(len(payload)) work); a long one (more than 1/8 of the cover's
-capacity) walks the cover block by block in memory order, which reads and
-writes memory sequentially, so the cost is a few passes over the cover
-instead of millions of cache misses. Tests check that both give the same
-slots.
+Two equivalent code paths. A short region (fewer bytes than the cover has
+blocks) is computed bit by bit from ``positions``. A long one works on whole
+groups of 8 samples as little-endian 64-bit words (one word = one payload
+byte): it gathers the region's groups block by block in memory order, matches
+all 8 lanes of a word at once with carry-free SWAR arithmetic (a lane is only
+incremented below 255 and only decremented above 0, so no carry or borrow
+crosses lanes), and puts the words back. Its cost is O(len(payload)) plus
+O(blocks) = O(pixels / 170), with sequential memory access. Tests check that
+both paths use the same slots.
 """
 
 from __future__ import annotations
@@ -29,12 +32,30 @@ import hashlib
 import numpy as np
 
 from cloudp2p.stego.capacity import CapacityError, capacity_bits, colour_channels, too_small
-from cloudp2p.stego.positions import BLOCK, CLASSES, Layout, layout, positions
+from cloudp2p.stego.positions import BLOCK, CLASSES, GROUPS, Layout, layout, positions
 
 __all__ = ["CapacityError", "capacity_bits", "embed", "extract"]
 
-# A region of at least this fraction of the blocks' bytes takes the block-by-block path.
-_SEQUENTIAL_FRACTION = 1 / 8
+_LANES_LSB = np.uint64(0x0101010101010101)
+_LANES_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+_LANES_HIGH = np.uint64(0x8080808080808080)
+# (lanes 0/1) * _PACK >> 56 == the byte whose bit 7-i is lane i (products land on distinct bits).
+_PACK = np.uint64(0x8040201008040201)
+_SEVEN = np.uint64(7)
+_FIFTY_SIX = np.uint64(56)
+
+
+def _spread_table() -> np.ndarray:
+    """byte -> 64-bit word whose lane i (byte i, little-endian) is bit 7-i of the byte."""
+    values = np.arange(256, dtype=np.uint64)
+    out = np.zeros(256, dtype=np.uint64)
+    for lane in range(8):
+        out |= ((values >> np.uint64(7 - lane)) & np.uint64(1)) << np.uint64(8 * lane)
+    out.flags.writeable = False
+    return out
+
+
+_SPREAD = _spread_table()
 
 
 def _check_array(array: np.ndarray, what: str) -> None:
@@ -91,14 +112,38 @@ def _region(lay: Layout, start: int, nbytes: int) -> tuple[int, int]:
     return start, start + nbytes
 
 
-def _sequential(lay: Layout, nbytes: int) -> bool:
-    return nbytes >= lay.nblocks * (BLOCK // 8) * _SEQUENTIAL_FRACTION
+def _by_words(lay: Layout, nbytes: int) -> bool:
+    # With at least one byte per block, the O(blocks) part is O(nbytes) too.
+    return nbytes >= lay.nblocks
 
 
-def _block_offsets(lay: Layout, rank_of_phys: np.ndarray, u0: int, nu: int) -> np.ndarray:
-    """(nblocks, 8*nu) slot offsets inside each physical block for rank offsets [8*u0, 8*(u0+nu))."""
-    sub = lay.pi[:, 8 * u0 : 8 * (u0 + nu)]
-    return sub[rank_of_phys % CLASSES]
+def _word_indices(lay: Layout, rank_of_phys: np.ndarray, u0: int, nu: int) -> np.ndarray:
+    """(nblocks, nu) indices of the 64-bit group words of bytes u0..u0+nu-1, physical block order."""
+    sub = lay.pi[:, u0 : u0 + nu]
+    index = sub[rank_of_phys % CLASSES]
+    index += (np.arange(lay.nblocks, dtype=np.int64) * GROUPS)[:, None]
+    return index
+
+
+def _match_words(words: np.ndarray, target: np.ndarray, rng, valid=None) -> np.ndarray:
+    """LSB matching on 64-bit words, 8 lanes (samples) at a time; ``target`` holds the wanted LSBs.
+
+    A lane that needs a change goes up or down at random, up at 0 and down at 255;
+    so a lane is only incremented below 255 and only decremented above 0, and no
+    carry or borrow ever crosses into the next lane.
+    """
+    lanes = words.view(np.uint8)
+    need = (words ^ target) & _LANES_LSB
+    if valid is not None:
+        need &= valid
+    up = _SPREAD[np.frombuffer(rng.bytes(words.size), dtype=np.uint8).reshape(words.shape)]
+    up |= (lanes == 0).view("<u8")  # bool is one byte 0/1: viewed as words, 1 in the lanes that are 0
+    up &= ~(lanes == 255).view("<u8")
+    up &= need
+    need ^= up  # now: the lanes that go down
+    out = words + up
+    out -= need
+    return out
 
 
 def embed(
@@ -121,8 +166,8 @@ def embed(
         raise too_small(m1, cover.shape)
     if m1 > m0:
         rng = _rng(rng_seed)
-        if _sequential(lay, m1 - m0):
-            _embed_blocks(flat, lay, payload, m0, m1, rng)
+        if _by_words(lay, m1 - m0):
+            _embed_words(flat, lay, payload, m0, m1, rng)
         else:
             pos = positions(key, flat.size, 8 * m0, 8 * (m1 - m0))
             bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8))
@@ -142,24 +187,36 @@ def _edges(lay: Layout, m0: int, m1: int) -> tuple[int, int, int, int]:
     return u0, nu, m0 - u0 * nb, m1 - u0 * nb
 
 
-def _embed_blocks(flat: np.ndarray, lay: Layout, payload: bytes, m0: int, m1: int, rng) -> None:
+def _grid_setup(lay: Layout, m0: int, m1: int):
     nb = lay.nblocks
     u0, nu, lo, hi = _edges(lay, m0, m1)
+    rank_of_phys = lay.beta.inverse(np.arange(nb, dtype=np.int32))
+    words = _word_indices(lay, rank_of_phys, u0, nu)
+    return nb, nu, lo, hi, rank_of_phys, words
+
+
+_CHUNK_WORDS = 1 << 15  # 256 KiB of words per step, so that the temporaries stay in cache
+
+
+def _embed_words(flat: np.ndarray, lay: Layout, payload: bytes, m0: int, m1: int, rng) -> None:
+    nb, nu, lo, hi, rank_of_phys, index = _grid_setup(lay, m0, m1)
     grid = np.zeros(nu * nb, dtype=np.uint8)
     grid[lo:hi] = np.frombuffer(payload, dtype=np.uint8)
-    rank_of_phys = lay.beta.inverse(np.arange(nb, dtype=np.int32))
-    # Bytes in physical block order, one row per block: (nb, nu) -> bits (nb, 8 nu).
-    per_block = np.ascontiguousarray(grid.reshape(nu, nb)[:, rank_of_phys].T)
-    bits = np.unpackbits(per_block, axis=1)
+    per_block = np.ascontiguousarray(grid.reshape(nu, nb)[:, rank_of_phys].T)  # (nb, nu), physical order
     valid = None
     if lo > 0 or hi < nu * nb:
         byte_index = np.arange(nu, dtype=np.int64)[None, :] * nb + rank_of_phys[:, None]
-        valid_bytes = ((byte_index >= lo) & (byte_index < hi)).astype(np.uint8)
-        valid = np.repeat(valid_bytes, 8, axis=1)
-    blocks = flat[: nb * BLOCK].reshape(nb, BLOCK)
-    offsets = _block_offsets(lay, rank_of_phys, u0, nu)
-    values = np.take_along_axis(blocks, offsets, axis=1)
-    np.put_along_axis(blocks, offsets, _match(values, bits, rng, valid), axis=1)
+        inside = (byte_index >= lo) & (byte_index < hi)
+        valid = np.where(inside, np.uint64(0xFFFFFFFFFFFFFFFF), np.uint64(0))
+    all_words = flat[: nb * BLOCK].view("<u8")
+    rows = max(1, _CHUNK_WORDS // nu)
+    for r0 in range(0, nb, rows):  # a loop over chunks of blocks, each chunk vectorised
+        r1 = min(nb, r0 + rows)
+        index_chunk = index[r0:r1]
+        words = np.take(all_words, index_chunk)
+        target = _SPREAD[per_block[r0:r1]]
+        new = _match_words(words, target, rng, None if valid is None else valid[r0:r1])
+        np.put(all_words, index_chunk, new)
 
 
 def extract(stego: np.ndarray, key: bytes, nbytes: int, *, start: int = 0) -> bytes:
@@ -181,15 +238,12 @@ def extract(stego: np.ndarray, key: bytes, nbytes: int, *, start: int = 0) -> by
         raise too_small(m1, stego.shape, "the image")
     if m1 == m0:
         return b""
-    if not _sequential(lay, m1 - m0):
+    if not _by_words(lay, m1 - m0):
         pos = positions(key, flat.size, 8 * m0, 8 * (m1 - m0))
         return np.packbits(flat[pos] & 1).tobytes()
-    nb = lay.nblocks
-    u0, nu, lo, hi = _edges(lay, m0, m1)
-    rank_of_phys = lay.beta.inverse(np.arange(nb, dtype=np.int32))
-    blocks = flat[: nb * BLOCK].reshape(nb, BLOCK)
-    offsets = _block_offsets(lay, rank_of_phys, u0, nu)
-    per_block = np.packbits(np.take_along_axis(blocks, offsets, axis=1) & 1, axis=1)  # (nb, nu)
+    nb, nu, lo, hi, rank_of_phys, index = _grid_setup(lay, m0, m1)
+    words = np.take(flat[: nb * BLOCK].view("<u8"), index)
+    per_block = (((words & _LANES_LSB) * _PACK) >> _FIFTY_SIX).astype(np.uint8)  # (nb, nu)
     grid = np.empty((nu, nb), dtype=np.uint8)
     grid[:, rank_of_phys] = per_block.T
     return grid.reshape(-1)[lo:hi].tobytes()

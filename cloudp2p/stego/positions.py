@@ -1,25 +1,29 @@
 """Keyed pseudo-random positions: which LSB slot holds which payload bit.
 
 The slots of a cover (its colour samples, in memory order) are cut into
-*blocks* of ``BLOCK = 64`` consecutive slots; the ``total % 64`` slots at the
-end are never used. The key's *position sequence* is a bijection between bit
-numbers ``j`` in ``[0, usable)`` and slots, built from three keyed pieces:
+*groups* of 8 consecutive slots (one payload byte each, its bits in order,
+most significant first), and the groups into *blocks* of 64 groups (512
+slots); the ``total % 512`` slots at the end are never used. The key's
+*position sequence* is a bijection between bit numbers ``j`` in
+``[0, usable)`` and slots, built from three keyed pieces:
 
 * bit ``j`` is bit ``k = j % 8`` of byte ``m = j // 8``;
 * byte ``m`` goes to the block of *rank* ``b = m % nblocks``, as its
-  ``u = m // nblocks``-th byte (``u`` in 0..7): consecutive bytes go to
-  different blocks, so any run of bytes is spread evenly over the image, and
-  at 50 % of capacity every block carries exactly 32 changed-or-kept bits;
+  ``u = m // nblocks``-th byte (``u`` in 0..63): consecutive bytes go to
+  different blocks, so any run of bytes is spread evenly over the image; at
+  50 % of capacity every block carries exactly 32 bytes in 32 of its groups;
 * the block of rank ``b`` is the physical block ``beta(b)``, where ``beta`` is a
   keyed pseudo-random permutation of ``[0, nblocks)`` (a Feistel network, below);
-* inside the block, rank offset ``o = 8u + k`` is the slot ``pi[b % 64][o]``,
-  one of 64 keyed permutations of 0..63.
+* inside the block, byte ``u`` goes to group ``pi[b % 64][u]``, one of 64 keyed
+  permutations of 0..63, so which groups of a block carry a run of bytes
+  differs from block to block.
 
-So ``slot(j) = 64 * beta(b) + pi[b % 64][8u + k]``. A run ``[start, start+count)``
-of the sequence costs O(count) to compute (``positions``): it evaluates
-``beta`` on at most ``count/8`` block ranks and never builds a permutation of
-all the slots. Disjoint runs use disjoint slots, which is what lets the
-container rewrite a small header in place without touching the payload.
+So ``slot(j) = 8 * (64 * beta(b) + pi[b % 64][u]) + k``. A run
+``[start, start+count)`` of the sequence costs O(count) to compute
+(``positions``): it evaluates ``beta`` on at most ``count/8`` block ranks and
+never builds a permutation of all the slots. Disjoint runs use disjoint
+slots, which is what lets the container rewrite a small header in place
+without touching the payload.
 
 ``beta`` is a Feistel network over a mixed-radix domain, vectorised with numpy:
 ``[0, A*B)`` with ``B = 2**k`` close to ``sqrt(n)`` and ``A = ceil(n / B)`` covers
@@ -37,7 +41,9 @@ The order is pseudo-random to anyone without the key; it is not meant to be a
 cryptographic pseudo-random permutation (its tables are small): what protects
 the payload's content is the container's authenticated encryption. The
 positions scatter the changes evenly over the whole image so that no region
-or fixed pattern carries them.
+or fixed pattern carries them. The granularity is a group of 8 samples
+(2-3 pixels): that is what lets the engine move whole groups as 64-bit words
+(see ``engine``), several times faster than bit-by-bit scattering.
 """
 
 from __future__ import annotations
@@ -48,7 +54,9 @@ import hashlib
 import attrs
 import numpy as np
 
-BLOCK = 64  # slots per block; 8 bytes of payload at most per block
+GROUP = 8  # slots per group: one payload byte
+GROUPS = 64  # groups per block
+BLOCK = GROUP * GROUPS  # 512 slots per block
 CLASSES = 64  # distinct within-block permutations
 ROUNDS = 6  # even, so (L, R) ends in Z_A x Z_B again
 MAX_TOTAL = 2**31 - 1
@@ -140,7 +148,7 @@ class Layout:
     total: int
     nblocks: int
     beta: Feistel
-    pi: np.ndarray  # (CLASSES, BLOCK) int64: rank offset -> slot offset, per class
+    pi: np.ndarray  # (CLASSES, GROUPS) int64: byte number in the block -> group, per class
 
     @property
     def usable(self) -> int:
@@ -155,7 +163,7 @@ def layout(key: bytes, total: int) -> Layout:
         raise ValueError(f"the number of slots must be between 0 and {MAX_TOTAL}, got {total}")
     nblocks = total // BLOCK
     beta = Feistel.make(key, max(nblocks, 1))
-    raw = np.frombuffer(_shake(key, b"blocks", 8 * CLASSES * BLOCK), dtype="<u8").reshape(CLASSES, BLOCK)
+    raw = np.frombuffer(_shake(key, b"groups", 8 * CLASSES * GROUPS), dtype="<u8").reshape(CLASSES, GROUPS)
     pi = np.argsort(raw, axis=1, kind="stable").astype(np.int64)
     pi.flags.writeable = False
     return Layout(total, nblocks, beta, pi)
@@ -182,7 +190,7 @@ def positions(key: bytes, total: int, start: int, count: int) -> np.ndarray:
     j = np.arange(start, start + count, dtype=np.int64)
     m = j >> 3
     rank = m % lay.nblocks
-    offset = ((m // lay.nblocks) << 3) | (j & 7)
+    u = m // lay.nblocks
     # beta only on the distinct block ranks touched: at most count/8 + 2 of them.
     first, last = int(m[0]), int(m[-1])
     if last - first + 1 >= lay.nblocks:
@@ -192,4 +200,4 @@ def positions(key: bytes, total: int, start: int, count: int) -> np.ndarray:
         byte_ranks = np.arange(first, last + 1, dtype=np.int64) % lay.nblocks
         phys_bytes = lay.beta.forward(byte_ranks.astype(np.int32)).astype(np.int64)
         phys = phys_bytes[m - first]
-    return phys * BLOCK + lay.pi[rank % CLASSES, offset]
+    return ((phys * GROUPS + lay.pi[rank % CLASSES, u]) << 3) | (j & 7)
