@@ -208,3 +208,43 @@ def test_loss_duplication_and_reordering(seed):
     assert len(results) == 60
     cloud.assert_once_on_live_servers()
     assert len(cloud.runs) == 60
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_partition_of_the_coordinator_then_heal(seed):
+    """The coordinator is cut off from the others and the client; the rest elect and serve; heal.
+
+    This design is available under partition (docs/cluster-membership.md), so some double runs
+    are expected, all on the cut-off coordinator and only of two kinds: what it had pending at
+    the cut (seeing every peer silent it takes that work back, as a lone survivor of two
+    crashes must), and requests that reach it right after the heal, before it hears the newer
+    term (about one heartbeat). The client still gets one reply per request.
+    """
+    cloud = Cloud(3, seed=seed)
+    leader = cloud.converge()
+    others = {cloud.servers[s].label for s in cloud.ids if s != leader} | {"client"}
+    known_at_cut: set[str] = set()
+    healed_at: list[float] = []
+
+    def cut() -> None:
+        known_at_cut.update(cloud.servers[leader].router._pending)
+        cloud.net.partition({cloud.servers[leader].label}, others)
+
+    def heal() -> None:
+        healed_at.append(cloud.net.clock.seconds())
+        cloud.net.heal()
+
+    cloud.stream(5.0, events={1.0: cut, 3.5: heal})
+    results = cloud.finish()
+    assert len(results) == 100
+    new = cloud.converge()
+    assert cloud.servers[new].node.term > 1
+    leader_runs = [rid for sid, rid in cloud.runs if sid == leader]
+    assert len(leader_runs) == len(set(leader_runs)), "ran twice on one server"
+    others_runs = [rid for sid, rid in cloud.runs if sid != leader]
+    assert len(others_runs) == len(set(others_runs)), "ran twice on the connected side"
+    for rid in set(leader_runs) & set(others_runs):
+        started = cloud.started[(leader, rid)]
+        assert rid in known_at_cut or healed_at[0] <= started <= healed_at[0] + 0.4, (rid, started, healed_at)
+    cloud.submit(10)
+    assert len(cloud.finish()) == 110
