@@ -53,6 +53,7 @@ class _ClientProtocol(DatagramProtocol):
     """Frames reply datagrams for the ClientRouter."""
 
     maxPacketSize = wire.MAX_DATAGRAM + 1024
+    noisy = False  # no log line per start/stop
 
     def __init__(self, router: ClientRouter) -> None:
         self.router = router

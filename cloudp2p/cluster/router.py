@@ -95,6 +95,7 @@ class ClientProtocol(DatagramProtocol):
     """Frames client datagrams; the router decides what to do with them."""
 
     maxPacketSize = wire.MAX_DATAGRAM + 1024
+    noisy = False  # no log line per start/stop
 
     def __init__(self, router: Router) -> None:
         self.router = router
