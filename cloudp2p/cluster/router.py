@@ -50,6 +50,7 @@ from cloudp2p.ops import OpError, OpRegistry, RequestContext
 
 ASSIGN = "rt.assign"
 DONE = "rt.done"
+_UNKNOWN_LOAD = 1e9
 
 
 @attrs.frozen
@@ -258,6 +259,7 @@ class Router:
             self._run_handler(request.request_id, request.op, request.args, client)
         )
         d.addCallback(lambda body: self._send_reply(client, request.request_id, body))
+        d.addErrback(lambda f: f.trap(defer.CancelledError))
 
     # -- coordinator ------------------------------------------------------------------------------
 
@@ -274,9 +276,9 @@ class Router:
             if member in exclude:
                 continue
             load = self.node.load_of(member)
-            score = (
-                load if load is not None else 0.0
-            ) + self.settings.outstanding_weight * self._outstanding[member]
+            if load is None:  # not heard yet: after everyone whose load is known
+                load = _UNKNOWN_LOAD
+            score = load + self.settings.outstanding_weight * self._outstanding[member]
             key = (score, rank, member)
             if best is None or key < best:
                 best = key
