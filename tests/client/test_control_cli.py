@@ -10,6 +10,8 @@ import stat
 
 import pytest
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer, reactor, threads
 
 from cloudp2p.client import cli
@@ -329,3 +331,26 @@ def test_progress_bar():
     bar.update("copy", 1, 2)
     bar.finish()
     assert tty.getvalue().startswith("\r") and tty.getvalue().endswith("\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=300).filter(lambda b: b"\n" not in b and b"\r" not in b), max_size=5))
+def test_control_garbage_lines_get_error_replies_never_a_crash(lines):
+    from twisted.internet.testing import StringTransport
+
+    from unittest import mock
+
+    factory = ControlFactory({"echo": _echo}, allowed_uid=os.getuid())
+    proto = factory.buildProtocol(None)
+    transport = StringTransport()
+    transport.getHandle = lambda: None
+    with mock.patch("cloudp2p.client.control.peer_uid", lambda sock: os.getuid()):
+        proto.makeConnection(transport)
+    assert not proto.refused
+    for line in lines:
+        proto.dataReceived(line + b"\n")
+    replies = [json.loads(x) for x in transport.value().splitlines()]
+    finals = [r for r in replies if "progress" not in r]
+    assert len(finals) == len(lines)  # one reply per line, whatever it held
+    assert all(r["ok"] is False and r["error"]["type"] == "ControlProtocolError" for r in finals)
+    assert not transport.disconnecting
