@@ -336,9 +336,9 @@ def test_progress_bar():
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.binary(max_size=300).filter(lambda b: b"\n" not in b and b"\r" not in b), max_size=5))
 def test_control_garbage_lines_get_error_replies_never_a_crash(lines):
-    from twisted.internet.testing import StringTransport
-
     from unittest import mock
+
+    from twisted.internet.testing import StringTransport
 
     factory = ControlFactory({"echo": _echo}, allowed_uid=os.getuid())
     proto = factory.buildProtocol(None)
