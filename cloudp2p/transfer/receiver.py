@@ -629,6 +629,13 @@ class FetchProtocol(DatagramProtocol):
         fetch = self.fetch
         stats = fetch.manager.stats
         try:
+            if addr == fetch.peer and len(datagram) > 7 and datagram[7] == wire.DATA:  # the hot path
+                tid, seq, payload = wire.parse_data_datagram(datagram)
+                if tid != fetch.tid:
+                    stats.foreign += 1
+                    return
+                fetch.on_data(seq, payload)
+                return
             relocate = False
             if addr[0] != fetch.peer[0] or addr[1] != fetch.peer[1]:
                 # A multi-homed sender may answer from another of its addresses: until the

@@ -27,6 +27,8 @@ def test_data_roundtrip(seq, payload):
     assert wire.parse_header(datagram) == (wire.DATA, TID)
     got_seq, got = wire.parse_data(datagram)
     assert (got_seq, bytes(got)) == (seq, payload)
+    tid, got_seq, got = wire.parse_data_datagram(datagram)
+    assert (tid, got_seq, bytes(got)) == (TID, seq, payload)
 
 
 @given(
@@ -55,6 +57,8 @@ def test_control_roundtrip():
 
 @given(st.binary(max_size=200))
 def test_garbage_is_rejected_with_wire_error_only(garbage):
+    with pytest.raises(wire.WireError):
+        wire.parse_data_datagram(garbage)  # a valid CRC-32 by chance: 1 in 2**32
     try:
         kind, _ = wire.parse_header(garbage)
     except wire.WireError:
@@ -77,9 +81,11 @@ def test_any_flipped_bit_is_caught(position, bit):
 
 def test_truncation_is_caught():
     datagram = wire.DataEncoder(TID).encode(5, b"p" * 1000)
-    for cut in (1, 10, 999, 1000):
+    for cut in (1, 10, 999, 1000, 1010):
         with pytest.raises(wire.WireError):
             wire.parse_header(datagram[:-cut])
+        with pytest.raises(wire.WireError):
+            wire.parse_data_datagram(datagram[:-cut])
 
 
 def test_tid_must_be_32_hex_digits():
