@@ -158,11 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("image")
     s.add_argument("views", type=_views(1))
 
-    s = add("set-views", "change how many views a viewer has left")
+    s = add("set-views", "set how many views a viewer may use in total (0 takes them all back)")
     s.add_argument("user")
     s.add_argument("image")
     s.add_argument("views", type=_views(0))
-    s = add("revoke", "take every view back")
+    s = add("revoke", "take every view back (the same as set-views USER IMAGE 0)")
     s.add_argument("user")
     s.add_argument("image")
 
