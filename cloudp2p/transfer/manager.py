@@ -136,6 +136,9 @@ class Offer:
         self.transport: Any = None
         self.port = 0
         self.write: Callable[[bytes, Address], Any] = _unbound_write
+        self.write_parts: Callable[[tuple[bytes, Any], Address], Any] = lambda parts, addr: _unbound_write(
+            b"", addr
+        )
         self._idle: Any = None
         self._finished: deque[str] = deque(maxlen=64)
         self._waiting: list[defer.Deferred[Offer]] = []
@@ -363,6 +366,7 @@ class TransferManager:
         offer.transport = transport
         offer.port = transport.getHost().port
         offer.write = self._make_writer(transport)
+        offer.write_parts = self._make_parts_writer(transport, offer.write)
         self._offers.add(offer)
         self.stats.offers += 1
         offer._arm_idle()
@@ -525,6 +529,17 @@ class TransferManager:
         _set_buffer(sock, socket.SO_SNDBUF, config.send_buffer)
         # Linux reports twice the requested size (bookkeeping overhead included).
         return port, sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+    def _make_parts_writer(
+        self, transport: Any, write: Callable[[bytes, Address], Any]
+    ) -> Callable[[tuple[bytes, Any], Address], Any]:
+        """Sends a datagram given as ``(header, payload)``: real sockets gather the two pieces
+        with ``sendmsg`` (no copy of the payload in user space); other transports get one join."""
+        sock = getattr(transport, "socket", None)
+        if sock is None or self.drop_rate:
+            return lambda parts, addr: write(b"".join(parts), addr)
+        sendmsg = sock.sendmsg
+        return lambda parts, addr: sendmsg(parts, (), 0, addr)
 
     def _make_writer(self, transport: Any) -> Callable[[bytes, Address], Any]:
         sock = getattr(transport, "socket", None)

@@ -272,8 +272,8 @@ class SendSession:
         n = self.n
         cs = self.cs
         view = self.view
-        encode = self.encoder.encode
-        write = self.offer.write
+        encode = self.encoder.encode_parts
+        write = self.offer.write_parts
         peer = self.peer
         now = self.clock.seconds()
         sent_at = self.sent_at

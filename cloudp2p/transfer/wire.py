@@ -107,9 +107,13 @@ class DataEncoder:
         self._crc_prefix = zlib.crc32(self._prefix)
 
     def encode(self, seq: int, payload: bytes | memoryview) -> bytes:
+        return b"".join(self.encode_parts(seq, payload))
+
+    def encode_parts(self, seq: int, payload: bytes | memoryview) -> tuple[bytes, bytes | memoryview]:
+        """``(header, payload)``: the datagram in two pieces, for a scatter-gather ``sendmsg``."""
         fields = DATA_FIELDS.pack(seq, len(payload))
         crc = zlib.crc32(payload, zlib.crc32(fields, self._crc_prefix))
-        return b"".join((crc.to_bytes(4, "big"), self._prefix, fields, payload))
+        return b"".join((crc.to_bytes(4, "big"), self._prefix, fields)), payload
 
 
 def encode_data(tid: bytes, seq: int, payload: bytes) -> bytes:
