@@ -75,7 +75,8 @@ def test_receive_buffer_is_set_explicitly():
 
 @pytest_twisted.inlineCallbacks
 def test_no_socket_leak_after_1000_transfers_successful_or_failed():
-    a, b = managers(linger=0.0, max_per_peer=128, peer_timeout=0.3, initial_rto=0.1)
+    a, b = managers(linger=0.0, max_per_peer=128, peer_timeout=10.0)
+    impatient = TransferManager(reactor, interface=LOCAL, linger=0.0, max_per_peer=128, peer_timeout=0.3)
     dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     dead.bind((LOCAL, 0))
     dead_port = dead.getsockname()[1]  # bound, never answers: fetches to it time out
@@ -84,7 +85,7 @@ def test_no_socket_leak_after_1000_transfers_successful_or_failed():
 
     def one(i):
         if i < 100:  # 100 time-outs, all at once
-            d = b.fetch((LOCAL, dead_port), "ab" * 16, 10, "0" * 64)
+            d = impatient.fetch((LOCAL, dead_port), "ab" * 16, 10, "0" * 64)
             return d.addCallbacks(lambda _: "ok", lambda f: f.trap(TransferTimeout) and "timeout")
         data = os.urandom(2000 + i)
         offer = a.offer(data, max_fetches=1)
@@ -109,10 +110,11 @@ def test_no_socket_leak_after_1000_transfers_successful_or_failed():
             for r in results:
                 outcomes[r] += 1
         assert outcomes == {"ok": 800, "refused": 100, "timeout": 100}
-        assert a.open_ports() == b.open_ports() == 0
+        assert a.open_ports() == b.open_ports() == impatient.open_ports() == 0
         yield task.deferLater(reactor, 0.05, lambda: None)  # udp.Port closes its socket on the next turn
         assert open_fds() == before
     finally:
         dead.close()
         a.stop()
         b.stop()
+        impatient.stop()
