@@ -1,0 +1,126 @@
+"""The work pool: heavy work runs off the reactor thread, bounded, results come back on the reactor."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, task
+
+from cloudp2p.stego import engine, pool
+
+
+def heavy_embed(rounds: int) -> int:
+    """A real encode, several times: about a second of CPU in a worker process."""
+    cover = np.random.default_rng(0).integers(0, 256, (1500, 2000, 3), dtype=np.uint8)
+    payload = bytes(engine.capacity_bits(cover.shape) // 8)
+    for _ in range(rounds):
+        cover = engine.embed(cover, payload, b"pool")
+    return int(cover.sum())
+
+
+def fail(message: str) -> None:
+    raise KeyError(message)
+
+
+@pytest_twisted.inlineCallbacks
+def test_results_come_back_on_the_reactor_thread():
+    work = pool.WorkPool(reactor, max_workers=2, kind="thread")
+    seen = {}
+
+    def job():
+        seen["worker"] = threading.current_thread()
+        return 42
+
+    result = yield work.run(job)
+    assert result == 42
+    assert seen["worker"] is not threading.main_thread()
+    assert threading.current_thread() is threading.main_thread()
+    work.shutdown()
+
+
+@pytest_twisted.inlineCallbacks
+def test_errors_arrive_as_failures_of_their_own_type():
+    work = pool.WorkPool(reactor, max_workers=1, kind="thread")
+    with pytest.raises(KeyError):
+        yield work.run(fail, "nope")
+    work.shutdown()
+
+
+@pytest_twisted.inlineCallbacks
+def test_at_most_max_workers_run_at_once():
+    work = pool.WorkPool(reactor, max_workers=2, kind="thread")
+    lock = threading.Lock()
+    state = {"now": 0, "peak": 0}
+
+    def job(i):
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        time.sleep(0.05)
+        with lock:
+            state["now"] -= 1
+        return i
+
+    results = yield defer.gatherResults([work.run(job, i) for i in range(8)])
+    assert results == list(range(8))
+    assert state["peak"] == 2
+    work.shutdown()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_waiting_job_can_be_cancelled_and_never_runs():
+    work = pool.WorkPool(reactor, max_workers=1, kind="thread")
+    release = threading.Event()
+    ran = []
+    first = work.run(release.wait, 5)
+    second = work.run(ran.append, "second")
+    second.addErrback(lambda f: f.trap(defer.CancelledError))
+    second.cancel()
+    release.set()
+    yield first
+    yield second
+    yield work.run(lambda: None)
+    assert ran == []
+    work.shutdown()
+    with pytest.raises(RuntimeError):
+        yield work.run(lambda: None)
+
+
+@pytest.mark.slow
+@pytest_twisted.inlineCallbacks
+def test_the_reactor_keeps_ticking_during_a_heavy_encode_in_a_process():
+    """Heartbeats keep flowing while a server encodes: the reactor never stalls on the work."""
+    work = pool.WorkPool(reactor, max_workers=1, kind="process")
+    yield work.run(int, "1")  # start the worker process first
+    ticks = []
+    loop = task.LoopingCall(lambda: ticks.append(time.monotonic()))
+    loop.start(0.02)
+    started = time.monotonic()
+    total = yield work.run(heavy_embed, 8)
+    elapsed = time.monotonic() - started
+    loop.stop()
+    work.shutdown()
+    assert total > 0
+    assert elapsed > 0.2  # it was real work
+    gaps = np.diff(ticks)
+    assert len(ticks) > elapsed / 0.02 * 0.5
+    assert gaps.max() < 0.2  # cluster heartbeats are every 0.2 s, suspicion after 1.0 s
+
+
+@pytest_twisted.inlineCallbacks
+def test_run_in_pool_uses_a_shared_pool():
+    value = yield pool.run_in_pool(reactor, sum, [1, 2, 3], pool=pool.WorkPool(reactor, kind="thread"))
+    assert value == 6
+    shared = pool.configure(reactor, max_workers=1, kind="thread")
+    assert pool.default_pool(reactor) is shared
+    assert (yield pool.run_in_pool(reactor, max, 3, 9)) == 9
+    shared.shutdown()
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError):
+        pool.WorkPool(reactor, kind="fibers")
+    with pytest.raises(ValueError):
+        pool.WorkPool(reactor, max_workers=0)
