@@ -284,7 +284,7 @@ def format_result(command: str, r: dict[str, Any]) -> str:
             return "No request."
         return "\n".join(
             f"{q['request_id']}  {q['from']} asks {_fmt_views(q['views'])} of {q['image_name']} "
-            f"({q['kind']})  [{q['state']}]"
+            f"({q['kind']}{', has used ' + str(q['used']) if q.get('used') else ''})  [{q['state']}]"
             for q in r["requests"]
         )
     if command == "accept":

@@ -466,7 +466,11 @@ class Stories:
                 "created": self.d.wall_clock(),
             },
         )
-        body = {"request_id": request_id, "image_id": image_id, "views": views, "kind": kind}
+        # Rights count views in total: tell the owner how many this copy has used already, so that
+        # "N more" (or a new share after a revocation) really gives N.
+        held = self.state.get("received", image_id)
+        used = 0 if held is None else int(held.get("views_used", 0))
+        body = {"request_id": request_id, "image_id": image_id, "views": views, "kind": kind, "used": used}
         try:
             delivery = await self.d.send_message(owner, "share_request", body)
         except BaseException:
@@ -520,6 +524,7 @@ class Stories:
                 "image_id": image_id,
                 "image_name": record["name"],
                 "views": b["views"],
+                "used": b["used"],
                 "kind": b["kind"],
                 "state": "pending",
                 "received_at": self.d.wall_clock(),
@@ -536,6 +541,7 @@ class Stories:
         requests = [
             {
                 "request_id": rid,
+                "used": r.get("used", 0),
                 **{
                     k: r[k]
                     for k in ("from", "image_id", "image_name", "views", "kind", "state", "received_at")
@@ -581,7 +587,7 @@ class Stories:
             grant = (self.state.get("grants", image_id) or {}).get(viewer)
             if grant is None:
                 raise cerr.ClientError(f"({viewer} has no copy of {image['name']} to add views to)")
-            total = min(MAX_VIEWS, grant["views"] + views)
+            total = min(MAX_VIEWS, max(grant["views"], record.get("used", 0)) + views)
             delivery = await self._send_rights(viewer, info, image_id, image, total, "more")
             self.state.update("inbox", rid, state="accepted", granted=views)
             return {
@@ -597,7 +603,8 @@ class Stories:
             raise cerr.UserOffline(
                 f"({viewer} must be online to receive the image; the request stays in the inbox)"
             )
-        return await self._share(rid, record, image_id, image, viewer, info, views, progress)
+        total = min(MAX_VIEWS, record.get("used", 0) + views)  # a copy held before: its used views count
+        return await self._share(rid, record, image_id, image, viewer, info, total, progress)
 
     async def _share(
         self,
@@ -831,6 +838,7 @@ class Stories:
                     "container": self.d.home.relative(final),
                     "views_left": status.views_left,
                     "views_total": status.rights.views,
+                    "views_used": status.views_used,
                     "received_at": self.d.wall_clock(),
                     "request_id": rid,
                 },
@@ -980,7 +988,13 @@ class Stories:
             ledger=self.ledger(),
         )
         await self.d.write_file(path, new_png)
-        self.state.update("received", image_id, views_left=status.views_left, views_total=status.rights.views)
+        self.state.update(
+            "received",
+            image_id,
+            views_left=status.views_left,
+            views_total=status.rights.views,
+            views_used=status.views_used,
+        )
         return status.views_left
 
     # -- images and viewing --------------------------------------------------------------------------
@@ -1072,7 +1086,11 @@ class Stories:
             await self.d.write_file(out, result.cover_png)
             shown = "cover"
         self.state.update(
-            "received", image_id, views_left=result.views_left, views_total=result.status.rights.views
+            "received",
+            image_id,
+            views_left=result.views_left,
+            views_total=result.status.rights.views,
+            views_used=result.status.views_used,
         )
         return {
             "image_id": image_id,

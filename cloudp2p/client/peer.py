@@ -96,10 +96,11 @@ def _check_ack(b: dict[str, Any]) -> None:
 
 
 def _check_request(b: dict[str, Any]) -> None:
-    _exact(b, {"request_id", "image_id", "views", "kind"})
+    _exact(b, {"request_id", "image_id", "views", "kind", "used"})
     _str_id(b["request_id"], "request_id")
     _str_id(b["image_id"], "image_id")
     _views(b["views"])
+    _views(b["used"], "used", low=0)
     if b["kind"] not in ("share", "more"):
         raise PeerMessageError("kind must be 'share' or 'more'")
 

@@ -20,6 +20,7 @@ REQUEST = {
     "image_id": "123e4567-e89b-12d3-a456-426614174000",
     "views": 2,
     "kind": "share",
+    "used": 0,
 }
 
 
@@ -71,6 +72,8 @@ def test_body_change_breaks_the_signature():
         lambda o: o["body"].update(views=10**9),
         lambda o: o["body"].update(views=True),
         lambda o: o["body"].update(kind="steal"),
+        lambda o: o["body"].update(used=-1),
+        lambda o: o["body"].pop("used"),
         lambda o: o["body"].update(surplus="x"),
         lambda o: o["body"].pop("image_id"),
         lambda o: o["body"].update(image_id="a" * 500),

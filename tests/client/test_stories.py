@@ -121,6 +121,22 @@ def test_more_views_then_revoke_while_viewer_offline(world, tmp_path):
     assert bob.cmd("view", image="cat.png")["shown"] == "cover"
 
 
+def test_more_views_after_a_revocation_give_what_was_asked(world, tmp_path):
+    alice, bob, *_ = _share(world, tmp_path, views=2)
+    bob.cmd("view", image="cat.png")
+    bob.cmd("view", image="cat.png")
+    alice.cmd("revoke", user="bob", image="cat.png")
+    more = bob.cmd("more-views", image="cat.png", views=3)
+    (entry,) = [r for r in alice.cmd("inbox")["requests"] if r["request_id"] == more["request_id"]]
+    assert entry["used"] == 2
+    alice.cmd("accept", request_id=more["request_id"])
+    assert bob.cmd("images")["received"][0]["views_left"] == 3
+    # a new request for the whole image replaces the rights: N views from now on
+    again = bob.cmd("request", user="alice", image="cat.png", views=1)
+    assert alice.cmd("accept", request_id=again["request_id"])["views"] == 3  # 2 used + 1
+    assert bob.cmd("images")["received"][0]["views_left"] == 1
+
+
 def test_set_views_online_applies_at_once(world, tmp_path):
     alice, bob, *_ = _share(world, tmp_path, views=2)
     r = alice.cmd("set-views", user="bob", image="cat.png", views=5)
@@ -230,7 +246,7 @@ def test_cloud_outage_commands_say_so_and_daemon_reconnects(world, tmp_path):
     msg = alice.daemon.messenger.message(
         "share_request",
         "bob",
-        {"request_id": "0a0b0c0d", "image_id": enc["image_id"], "views": 1, "kind": "share"},
+        {"request_id": "0a0b0c0d", "image_id": enc["image_id"], "views": 1, "kind": "share", "used": 0},
     )
     world.directory.queue.append(
         {
@@ -259,7 +275,7 @@ def test_forged_queued_message_is_dropped(world, tmp_path):
     msg = mallory.daemon.messenger.message(
         "share_request",
         "bob",
-        {"request_id": "0a0b0c0d", "image_id": enc["image_id"], "views": 1, "kind": "share"},
+        {"request_id": "0a0b0c0d", "image_id": enc["image_id"], "views": 1, "kind": "share", "used": 0},
     )
     forged = {**msg.to_json(), "from": "alice"}  # mallory's signature, alice's name
     world.directory.queue.append(
