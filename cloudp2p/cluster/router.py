@@ -357,14 +357,15 @@ class Router:
                 )
                 self._assign(pending, exclude={pending.assigned_to})
             elif pending.assign_term != term or now - pending.assigned_at >= self.settings.resend_after:
-                # Taken over from an older coordinator, or slow: confirm the assignment under our term.
+                # Taken over from an older coordinator, or slow: confirm the assignment under our
+                # term, to every peer, so that one who missed the first broadcast learns who runs it
+                # before it may have to take over.
                 self.counters["resent"] += 1
                 pending.assigned_at = now
                 pending.assign_term = term
+                self._to_peers(None, ASSIGN, self._assign_body(pending))
                 if pending.assigned_to == self.id:
                     self._execute(pending)
-                else:
-                    self._to_peers(pending.assigned_to, ASSIGN, self._assign_body(pending))
 
     def _membership_changed(self) -> None:
         # A new coordinator takes over at once instead of waiting for its next tick.

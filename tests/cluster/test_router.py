@@ -589,3 +589,28 @@ def test_any_peer_message_body_is_handled_without_raising(messages):
     outcomes = c.submit_all("echo", [{}])
     c.run_until_answered(outcomes)
     assert isinstance(results(outcomes)[0], dict)
+
+
+def test_a_peer_that_missed_the_assignment_learns_it_before_taking_over():
+    c = FakeCluster(3)
+    c.loads = {1: 0.5, 2: 0.0, 3: 0.5}  # server 2 runs it
+    dropped: list[bytes] = []
+
+    def drop_first_assign_to_3(src, dst, data):
+        if dst == cluster_addr(3) and b"rt.assign" in data and not dropped:
+            dropped.append(data)
+            return True
+        return False
+
+    c.net.filters.append(drop_first_assign_to_3)
+    outcomes = c.submit_all("slow", [{"seconds": 3.0}])
+    c.net.run(0.2)
+    rid = c.runs[0][1]
+    assert dropped and c.routers[3]._pending[rid].assigned_to is None
+    c.net.run(0.6)  # the coordinator's re-broadcast
+    assert c.routers[3]._pending[rid].assigned_to == 2
+    c.crash(1)
+    c.detect(1)
+    c.elect(3)
+    c.run_until_answered(outcomes, seconds=5.0)
+    assert results(outcomes)[0]["server"] == 2 and [s for s, _ in c.runs] == [2]
