@@ -37,7 +37,8 @@ Command = Callable[[dict[str, Any], Progress], Awaitable[dict[str, Any]]]
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _FORMATS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "BMP": "bmp", "WEBP": "webp", "TIFF": "tif"}
-FETCH_ATTEMPTS = 4
+FETCH_ATTEMPTS = 4  # tries of one fetch (each resumes where the last stopped)
+MAX_RESUMES = 5  # later rounds of FETCH_ATTEMPTS, after a restart or a reconnection
 OFFER_LIFETIME = 900.0  # seconds an accepted share stays offered for the viewer to (re)fetch
 
 
@@ -749,16 +750,23 @@ class Stories:
             host=host,
             views=b["views"],
             image_name=b["image_name"],
-            attempts=0,
+            resumes=0,
             error=None,
         )
         self._start_fetch(rid)
         return f"{msg.sender} accepted: {b['image_name']} with {b['views']} views is on its way"
 
     def resume_fetches(self) -> None:
+        """Resume interrupted fetches (after a restart, a reconnection): at most MAX_RESUMES times each."""
         for rid, record in self.state.items("outbox"):
-            if record["state"] in ("fetching", "failed") and record.get("attempts", 0) < FETCH_ATTEMPTS:
-                self._start_fetch(rid)
+            if rid in self._fetching or record["state"] not in ("fetching", "failed"):
+                continue
+            if record.get("resumes", 0) >= MAX_RESUMES:
+                continue
+            self.state.update("outbox", rid, resumes=record.get("resumes", 0) + 1)
+            if record["state"] == "failed":
+                self.state.move_outbox(rid, "fetching", error=None)
+            self._start_fetch(rid)
 
     def _start_fetch(self, rid: str) -> None:
         if rid in self._fetching:
@@ -783,11 +791,10 @@ class Stories:
         meta, host = record["transfer"], record["host"]
         image_id = record["image_id"]
         incoming = self.d.home.sub("received") / f"{image_id}.incoming"
-        attempts = record.get("attempts", 0)
+        attempts = 0
         try:
             while True:
                 attempts += 1
-                self.state.update("outbox", rid, attempts=attempts)
                 try:
                     await self.d.transfers.fetch_to_file(
                         str(incoming),

@@ -194,6 +194,26 @@ def test_interrupted_share_is_resumed(world, tmp_path):
     assert bob.cmd("images")["received"][0]["views_left"] == 1
 
 
+def test_share_broken_off_is_resumed_after_the_viewer_restarts(world, tmp_path):
+    alice = world.signed_up("alice")
+    enc = alice.cmd("encrypt", path=_image(tmp_path))
+    bob = world.signed_up("bob")
+    req = bob.cmd("request", user="alice", image=enc["image_id"], views=2)
+    world.hub.fail_next = 1000  # every try breaks off
+    acc = alice.cmd("accept", request_id=req["request_id"])
+    assert acc["delivered"] is False  # alice waited transfer_timeout, the offer stays open
+    assert world.net.run(
+        20, until=lambda: bob.daemon.state.get("outbox", req["request_id"])["state"] == "failed"
+    )
+    world.stop("bob")
+    world.hub.fail_next = 0
+    bob = world.client("bob")  # restarted: resumes on its first heartbeat, no command needed
+    world.net.run(5)
+    assert bob.daemon.state.get("outbox", req["request_id"])["state"] == "received"
+    assert bob.cmd("images")["received"][0]["views_left"] == 2
+    assert alice.daemon.state.get("inbox", req["request_id"])["state"] == "accepted"
+
+
 def test_another_users_copy_does_not_open(world, tmp_path):
     alice, bob, *_ = _share(world, tmp_path, views=2)
     carol = world.signed_up("carol")
