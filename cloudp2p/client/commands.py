@@ -970,6 +970,11 @@ class Stories:
             left = await self._apply_rights(image_id, blob)
         except RightsOutdatedError:
             return None
+        if msg.body["reason"] == "more":  # the owner accepted our more-views request(s)
+            for rid, r in self.state.items("outbox"):
+                if r["image_id"] == image_id and r["kind"] == "more" and r["state"] in ("sent", "queued"):
+                    self.state.move_outbox(rid, "received")
+            return f"{msg.sender} gave you more views of {record['name']} ({left} left)"
         if msg.body["reason"] == "revoke":
             return f"{msg.sender} revoked your views of {record['name']}"
         return (

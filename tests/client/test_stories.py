@@ -107,6 +107,7 @@ def test_more_views_then_revoke_while_viewer_offline(world, tmp_path):
     assert [(r["kind"], r["views"]) for r in pending] == [("more", 3)]
     alice.cmd("accept", request_id=pending[0]["request_id"])
     assert bob.cmd("images")["received"][0]["views_left"] == 3
+    assert bob.daemon.state.get("outbox", more["request_id"])["state"] == "received"
     # bob goes away; alice revokes: the update waits in the directory
     bob.cmd("logout")
     world.stop("bob")
