@@ -51,6 +51,7 @@ SECTION = Section(
         ),
         "min_rto": Field((int, float), 0.2, in_range(0.001, 60), "lower bound of the retransmission timeout"),
         "max_rto": Field((int, float), 10.0, in_range(0.01, 600), "upper bound of the (backed-off) timeout"),
+        "gso": Field(bool, True, doc="batch datagrams with UDP GSO/GRO where the kernel allows it"),
         "linger": Field((int, float), 1.0, in_range(0, 60), "seconds a finished fetch answers late DATA"),
     },
     doc="Reliable chunked transfers over UDP (cloudp2p.transfer).",
@@ -74,6 +75,7 @@ class TransferConfig:
     min_rto: float = 0.2
     max_rto: float = 10.0
     linger: float = 1.0
+    gso: bool = True
     request_interval: float = 0.25  # first REQUEST retry; doubles up to 2 s
     state_interval: float = 1.0  # how often fetch_to_file persists its resume state
     burst: int = 256  # most datagrams sent in one go before yielding to the reactor

@@ -7,12 +7,14 @@ message; the other side calls ``fetch((host, port), transfer_id, size, sha256)``
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import ipaddress
 import os
 import random
 import secrets
 import socket
+import sys
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +35,7 @@ from cloudp2p.transfer.errors import (
 )
 from cloudp2p.transfer.receiver import Fetch, FetchProtocol, FileSink, MemorySink
 from cloudp2p.transfer.sender import OfferProtocol, SendSession, decode_have
+from cloudp2p.transfer.udp import listen_coalescing
 
 Address = tuple[str, int]
 Progress = Callable[[int, int], object]
@@ -139,6 +142,8 @@ class Offer:
         self.write_parts: Callable[[tuple[bytes, Any], Address], Any] = lambda parts, addr: _unbound_write(
             b"", addr
         )
+        self.send_batch: Callable[[list[tuple[bytes, Any]], Address], Any] = lambda batch, addr: None
+        self.gso = False
         self._idle: Any = None
         self._finished: deque[str] = deque(maxlen=64)
         self._waiting: list[defer.Deferred[Offer]] = []
@@ -327,6 +332,7 @@ class TransferManager:
         self._per_peer: Counter[str] = Counter()
         self._paths: set[str] = set()
         self.stopped = False
+        self._gso_ok = True
         # SHA-256 of memory fetches on a thread (hashlib releases the GIL), when the reactor is real.
         if hash_thread is None:
             hash_thread = listen is None and hasattr(reactor, "callFromThread")
@@ -367,6 +373,7 @@ class TransferManager:
         offer.port = transport.getHost().port
         offer.write = self._make_writer(transport)
         offer.write_parts = self._make_parts_writer(transport, offer.write)
+        offer.send_batch, offer.gso = self._make_batch_sender(transport, offer.write_parts)
         self._offers.add(offer)
         self.stats.offers += 1
         offer._arm_idle()
@@ -518,9 +525,12 @@ class TransferManager:
             except OSError as e:
                 raise TransferError(f"cannot open a transfer port: {e}") from None
         try:
-            port = self.reactor.listenUDP(
-                0, protocol, interface=config.interface, maxPacketSize=protocol.maxPacketSize
-            )
+            if receive and config.gso:
+                port = listen_coalescing(self.reactor, protocol, config.interface, protocol.maxPacketSize)
+            else:
+                port = self.reactor.listenUDP(
+                    0, protocol, interface=config.interface, maxPacketSize=protocol.maxPacketSize
+                )
         except CannotListenError as e:
             raise TransferError(f"cannot open a transfer port: {e}") from None
         sock = port.socket
@@ -540,6 +550,47 @@ class TransferManager:
             return lambda parts, addr: write(b"".join(parts), addr)
         sendmsg = sock.sendmsg
         return lambda parts, addr: sendmsg(parts, (), 0, addr)
+
+    def _make_batch_sender(
+        self, transport: Any, write_parts: Callable[[tuple[bytes, Any], Address], Any]
+    ) -> tuple[Callable[[list[tuple[bytes, Any]], Address], Any], bool]:
+        """``(send_batch, whether a batch may go in one call)``.
+
+        With UDP GSO one ``sendmsg`` carries a batch of equal-size datagrams
+        (gathered from their header and payload pieces) and the kernel cuts it
+        up; otherwise, or once the kernel refuses GSO, one call per datagram.
+        """
+        sock = getattr(transport, "socket", None)
+
+        def one_by_one(batch: list[tuple[bytes, Any]], addr: Address) -> None:
+            for parts in batch:
+                write_parts(parts, addr)
+
+        if sock is None or not self.config.gso or not self._gso_ok:
+            return one_by_one, False
+        sendmsg = sock.sendmsg
+        rate, rnd, stats = self.drop_rate, self._random.random, self.stats
+
+        def gso(batch: list[tuple[bytes, Any]], addr: Address) -> None:
+            if rate:
+                kept = [parts for parts in batch if rnd() >= rate]
+                stats.dropped_by_hook += len(batch) - len(kept)
+                batch = kept
+            if len(batch) <= 1:
+                one_by_one(batch, addr)
+                return
+            size = len(batch[0][0]) + len(batch[0][1])
+            pieces = [piece for parts in batch for piece in parts]
+            try:
+                sendmsg(pieces, [(socket.SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))], 0, addr)
+            except OSError as e:
+                if e.errno not in _GSO_UNSUPPORTED:
+                    raise
+                self._gso_ok = False  # this kernel or path cannot do it: one datagram per call from now on
+                self.log.info("UDP GSO refused ({err}); sending one datagram per call", err=str(e))
+                one_by_one(batch, addr)
+
+        return gso, True
 
     def _make_writer(self, transport: Any) -> Callable[[bytes, Address], Any]:
         sock = getattr(transport, "socket", None)
@@ -562,6 +613,10 @@ class TransferManager:
 
         return lossy_write
 
+
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)  # Linux 4.18: segmentation offload for UDP
+UDP_GRO = getattr(socket, "UDP_GRO", 104)  # Linux 5.0: coalesced receive
+_GSO_UNSUPPORTED = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP}
 
 _FORCE = {
     socket.SO_RCVBUF: getattr(socket, "SO_RCVBUFFORCE", None),

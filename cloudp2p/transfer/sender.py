@@ -87,6 +87,8 @@ class SendSession:
         self.n = n = max(1, -(-offer.size // chunk_size))
         self.view = offer.view
         self.encoder = wire.DataEncoder(offer.tid)
+        # Datagrams per GSO batch: the kernel takes at most 64, in one IP packet's worth of bytes.
+        self.batch_max = min(64, 65000 // (chunk_size + wire.DATA_HEADER_SIZE)) if offer.gso else 1
         self.rwnd = max(1, window)
         self.rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
         self.cc = Aimd(initial=16, minimum=2, maximum=config.max_window)
@@ -264,6 +266,13 @@ class SendSession:
     # -- sending ------------------------------------------------------------------------------------
 
     def _pump(self) -> None:
+        """Send what the window allows: queued retransmissions first, then new chunks.
+
+        Where the socket supports it, full-size chunks go out in batches of up
+        to ``batch_max`` datagrams per system call (UDP GSO: the kernel
+        cuts one buffer into equal datagrams); a batch the socket refuses
+        counts as lost on the network and is recovered like any loss.
+        """
         self._pump_call = None
         if self.state != "SENDING":
             return
@@ -274,6 +283,9 @@ class SendSession:
         view = self.view
         encode = self.encoder.encode_parts
         write = self.offer.write_parts
+        send_batch = self.offer.send_batch
+        batch_max = self.batch_max
+        batch: list[tuple[bytes, Any]] = []
         peer = self.peer
         now = self.clock.seconds()
         sent_at = self.sent_at
@@ -282,21 +294,11 @@ class SendSession:
         acked = self.acked
         pushed_back = False
         while budget and self.outstanding - self.lost_pending < limit:
-            if queue:
+            retransmit = bool(queue)
+            if retransmit:
                 s = queue.popleft()
                 if not lost[s]:
                     continue
-                off = s * cs
-                try:
-                    write(encode(s, view[off : off + cs]), peer)
-                except OSError:
-                    queue.appendleft(s)
-                    pushed_back = True
-                    break
-                lost[s] = 0
-                self.lost_pending -= 1
-                self.retx[s] = 1
-                self.retransmits += 1
             else:
                 s = self.next_new
                 while s < n and acked[s]:
@@ -304,16 +306,44 @@ class SendSession:
                 if s >= n:
                     self.next_new = n
                     break
-                off = s * cs
+            off = s * cs
+            parts = encode(s, view[off : off + cs])
+            if batch_max > 1 and len(parts[1]) == cs:
+                batch.append(parts)
+                if len(batch) >= batch_max:
+                    try:
+                        send_batch(batch, peer)
+                    except OSError:
+                        pushed_back = True
+                    batch = []
+            else:
                 try:
-                    write(encode(s, view[off : off + cs]), peer)
+                    if batch:
+                        send_batch(batch, peer)
+                        batch = []
+                    write(parts, peer)
                 except OSError:
+                    if retransmit:
+                        queue.appendleft(s)
                     pushed_back = True
                     break
+            if retransmit:
+                lost[s] = 0
+                self.lost_pending -= 1
+                self.retx[s] = 1
+                self.retransmits += 1
+            else:
                 self.next_new = s + 1
                 self.outstanding += 1
             sent_at[s] = now
             budget -= 1
+            if pushed_back:
+                break
+        if batch:
+            try:
+                send_batch(batch, peer)
+            except OSError:
+                pushed_back = True
         sent = self.burst - budget
         self.sent += sent
         self.round_sent += sent

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
+import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
+from twisted.internet.protocol import DatagramProtocol
 
 from cloudp2p.transfer import TransferManager, TransferRefused, TransferTimeout
+from cloudp2p.transfer.manager import UDP_SEGMENT
+from cloudp2p.transfer.udp import listen_coalescing
 
 LOCAL = "127.0.0.1"
 
@@ -118,3 +123,54 @@ def test_no_socket_leak_after_1000_transfers_successful_or_failed():
         a.stop()
         b.stop()
         impatient.stop()
+
+
+class Recorder(DatagramProtocol):
+    maxPacketSize = 2048
+
+    def __init__(self):
+        self.got = []
+
+    def datagramReceived(self, datagram, addr):
+        self.got.append(bytes(datagram))
+
+
+@pytest_twisted.inlineCallbacks
+def test_coalescing_port_hands_out_gso_batches_one_datagram_at_a_time():
+    recorder = Recorder()
+    port = listen_coalescing(reactor, recorder, LOCAL, 2048)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        target = (LOCAL, port.getHost().port)
+        datagrams = [bytes([i]) * 1230 for i in range(10)] + [b"tail"]
+        try:
+            sender.sendmsg(
+                datagrams, [(socket.SOL_UDP, UDP_SEGMENT, (1230).to_bytes(2, sys.byteorder))], 0, target
+            )
+        except OSError:
+            pytest.skip("this kernel has no UDP GSO")
+        sender.sendto(b"single", target)
+        for _ in range(100):
+            if len(recorder.got) >= 12:
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        assert recorder.got == datagrams + [b"single"]
+        assert port.coalesced == 1  # the batch came up in one read and was split here
+    finally:
+        sender.close()
+        yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_lossy_sender_with_batched_sends():
+    a = TransferManager(reactor, interface=LOCAL, drop_rate=0.05, seed=3, min_rto=0.05)
+    b = TransferManager(reactor, interface=LOCAL, min_rto=0.05)
+    try:
+        data = os.urandom(3_000_000)
+        offer = a.offer(data)
+        got = yield b.fetch((LOCAL, offer.port), offer.transfer_id, offer.size, offer.sha256)
+        assert got == data
+        assert a.stats.dropped_by_hook > 0
+    finally:
+        a.stop()
+        b.stop()
