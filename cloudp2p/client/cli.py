@@ -400,11 +400,16 @@ def _init(args: argparse.Namespace, home_path: str) -> dict[str, Any]:
     return {"config": str(home.config_file), "servers": args.server}
 
 
-def _open_viewer(path: str) -> None:
+def _open_viewer(path: str, stderr: TextIO) -> None:
+    """Show ``path`` in the desktop's viewer. The view is already used: never fail the command here."""
     opener = shutil.which("xdg-open") or shutil.which("open")
     if opener is None:
-        raise cerr.ClientError(f"no system viewer found (xdg-open); the image is at {path}")
-    subprocess.Popen([opener, path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stderr.write(f"cloudp2p: no system viewer found (xdg-open); open {path} yourself\n")
+        return
+    try:
+        subprocess.Popen([opener, path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError as e:
+        stderr.write(f"cloudp2p: could not start {opener}: {e.strerror}; open {path} yourself\n")
 
 
 def run(argv: list[str], stdout: TextIO, stderr: TextIO, stdin: TextIO) -> int:
@@ -430,7 +435,7 @@ def run(argv: list[str], stdout: TextIO, stderr: TextIO, stdin: TextIO) -> int:
                 bar.finish()
                 conn.close()
             if cmd == "view" and args.open:
-                _open_viewer(result["path"])
+                _open_viewer(result["path"], stderr)
             text = format_result(cmd, result)
     except CloudP2PError as e:
         code = e.exit_code if isinstance(e, RemoteError) else exit_code_for(e)
