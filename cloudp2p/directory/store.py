@@ -262,6 +262,16 @@ class Store:
             raise not_signed_in()
         return row[0]
 
+    async def session_user(self, token: str) -> str:
+        """The user id behind a valid session ``token``; ``OpError(not_signed_in)`` otherwise.
+
+        For other areas' operations (``encrypt``) that act for a signed-in user."""
+        if not isinstance(token, str) or not token:
+            raise not_signed_in()
+        await self._wait_ready()
+        th, now = token_hash(token), self._now()
+        return await self._read(lambda tx: self._session(tx, th, now))
+
     # -- users and sessions ----------------------------------------------------------------------
 
     async def register(

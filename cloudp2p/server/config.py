@@ -27,7 +27,10 @@ import attrs
 
 from cloudp2p.cluster import config as cluster_config
 from cloudp2p.config import Field, Schema, Section, format_hostport, hostport, in_range, positive
+from cloudp2p.directory.config import SECTION as DIRECTORY_SECTION
+from cloudp2p.encryption.config import SECTION as ENCRYPTION_SECTION
 from cloudp2p.errors import ConfigError
+from cloudp2p.transfer.config import SECTION as TRANSFER_SECTION
 
 
 def _server_id(value: int) -> int:
@@ -94,10 +97,9 @@ def _cluster_section() -> Section:
     return attrs.evolve(base, fields=fields)
 
 
-# The areas' sections, in file order. Another area adds its own with one line, e.g.
-#   from cloudp2p.directory.config import SECTION as DIRECTORY
-# and appends DIRECTORY here; its keys then arrive in Server.config["directory"].
-EXTRA_SECTIONS: list[Section] = []
+# The areas' sections, in file order; each is optional with defaults, and its keys arrive
+# in Server.config["<name>"].
+EXTRA_SECTIONS: list[Section] = [DIRECTORY_SECTION, TRANSFER_SECTION, ENCRYPTION_SECTION]
 
 
 def schema() -> Schema:

@@ -24,24 +24,31 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
+from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from cloudp2p import directory
 from cloudp2p.cluster import basic_ops
 from cloudp2p.cluster.load import LoadMeter
 from cloudp2p.cluster.membership import ClusterNode
 from cloudp2p.cluster.router import ClientProtocol, Router, RouterSettings
 from cloudp2p.config import format_hostport
+from cloudp2p.encryption import ops as encryption_ops
+from cloudp2p.encryption.service import EncryptionEngine
 from cloudp2p.errors import ConfigError
 from cloudp2p.ops import Handler, OpRegistry
 from cloudp2p.server import config as server_config
+from cloudp2p.transfer import TransferManager
 
 OpProvider = Callable[[Any], dict[str, Handler]]
 
 # Each area's ops(server) -> {name: handler}; append one line per area.
 OP_PROVIDERS: list[OpProvider] = [
     basic_ops.ops,
+    directory.ops,
+    encryption_ops.ops,
 ]
 
 READY_FORMAT = "cloudp2p-server {id} ready: cluster {cluster} clients {clients}"
@@ -131,9 +138,26 @@ class Server(service.MultiService):
         )
         super().privilegedStartService()
 
+    def _open_areas(self) -> None:
+        """The areas' long-lived objects. They need the real reactor (threads, sockets), so
+        they are made at start, not in ``__init__``; handlers reach them through ``ctx.server``."""
+        self.directory = directory.open_store(self.config["directory"], self.reactor)
+        self.transfers = TransferManager.from_config(self.reactor, self.config["transfer"])
+        self.encryption = EncryptionEngine.from_config(self.reactor, self.config["encryption"])
+
+    def _close_areas(self) -> Any:
+        if self.encryption is not None:
+            self.encryption.stop()
+        if self.transfers is not None:
+            self.transfers.stop()
+        closing = self.directory.close() if self.directory is not None else None
+        self.directory = self.transfers = self.encryption = None
+        return closing
+
     def startService(self) -> None:
         if not self._ports:
             self.privilegedStartService()
+        self._open_areas()
         self.cpu_pool.start()
         self.node.start()
         self.router.start()
@@ -153,4 +177,7 @@ class Server(service.MultiService):
             port.stopListening()
         self._ports = []
         self.cpu_pool.stop()
-        return d
+        closing = self._close_areas()
+        if closing is None:
+            return d
+        return defer.gatherResults([d, closing], consumeErrors=True)
