@@ -20,7 +20,10 @@ from cloudp2p.client import config as cconfig
 from cloudp2p.client.commands import Stories
 from cloudp2p.client.control import ControlFactory
 from cloudp2p.client.daemon import ClientDaemon
+from cloudp2p.client.errors import HomeError
 from cloudp2p.client.home import Home, default_home
+from cloudp2p.client.identity import Identity
+from cloudp2p.client.state import State
 from cloudp2p.errors import CloudP2PError
 
 
@@ -45,6 +48,11 @@ class Options(usage.Options):
         try:
             home.create()
             self["client_config"] = cconfig.load(str(home.config_file))
+            # damaged key or state files stop the daemon here, with their name, not half-started
+            Identity.load(home)
+            State(home)
+            if not isinstance(home.read_json(home.session_file, {}), dict):
+                raise HomeError(f"{home.session_file}: not a JSON object")
         except CloudP2PError as e:
             raise usage.UsageError(str(e)) from None
         self["home_dir"] = home

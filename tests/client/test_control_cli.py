@@ -178,6 +178,16 @@ def test_options_validate_early(tmp_path):
     (home / "client.toml").write_text('[client]\nservers = ["localhost:9101"]\n')
     with pytest.raises(usage.UsageError, match="must be an IP address"):
         Options().parseOptions(["--home", str(home)])
+    (home / "client.toml").write_text('[client]\nservers = ["127.0.0.1:9101"]\n')
+    (home / "state.json").write_text("{broken")
+    with pytest.raises(usage.UsageError, match="state.json: cannot read"):
+        Options().parseOptions(["--home", str(home)])
+    (home / "state.json").unlink()
+    (home / "identity.json").write_text('{"version": 1}')
+    with pytest.raises(usage.UsageError, match="identity.json: the key file is damaged"):
+        Options().parseOptions(["--home", str(home)])
+    (home / "identity.json").unlink()
+    Options().parseOptions(["--home", str(home)])
 
 
 @pytest_twisted.inlineCallbacks
