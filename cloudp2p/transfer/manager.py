@@ -572,23 +572,24 @@ class TransferManager:
         rate, rnd, stats = self.drop_rate, self._random.random, self.stats
 
         def gso(batch: list[tuple[bytes, Any]], addr: Address) -> None:
-            if rate:
+            if rate:  # the drop hook decides per datagram, once
                 kept = [parts for parts in batch if rnd() >= rate]
                 stats.dropped_by_hook += len(batch) - len(kept)
                 batch = kept
-            if len(batch) <= 1:
-                one_by_one(batch, addr)
-                return
-            size = len(batch[0][0]) + len(batch[0][1])
-            pieces = [piece for parts in batch for piece in parts]
-            try:
-                sendmsg(pieces, [(socket.SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))], 0, addr)
-            except OSError as e:
-                if e.errno not in _GSO_UNSUPPORTED:
-                    raise
-                self._gso_ok = False  # this kernel or path cannot do it: one datagram per call from now on
-                self.log.info("UDP GSO refused ({err}); sending one datagram per call", err=str(e))
-                one_by_one(batch, addr)
+            if len(batch) > 1 and self._gso_ok:
+                size = len(batch[0][0]) + len(batch[0][1])
+                pieces = [piece for parts in batch for piece in parts]
+                segment = [(socket.SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))]
+                try:
+                    sendmsg(pieces, segment, 0, addr)
+                    return
+                except OSError as e:
+                    if e.errno not in _GSO_UNSUPPORTED:
+                        raise
+                    self._gso_ok = False  # this kernel or path cannot: one datagram per call from now on
+                    self.log.info("UDP GSO refused ({err}); sending one datagram per call", err=str(e))
+            for parts in batch:
+                sendmsg(parts, (), 0, addr)
 
         return gso, True
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from cloudp2p.config import Schema
 from cloudp2p.errors import ConfigError
-from cloudp2p.transfer import SECTION, TransferConfig, TransferMeta, wire
+from cloudp2p.transfer import SECTION, TransferConfig, TransferManager, TransferMeta, wire
 from cloudp2p.transfer.congestion import Aimd
 from cloudp2p.transfer.errors import BadTransferMeta
 from cloudp2p.transfer.receiver import estimate_truesize, window_for
@@ -179,3 +181,50 @@ def test_transfer_section_defaults_and_strictness():
         schema.validate({"transfer": {"chunk_sise": 1200}})
     with pytest.raises(ConfigError, match="interface"):
         schema.validate({"transfer": {"interface": "localhost"}})
+
+
+# -- batched sends -------------------------------------------------------------------------------
+
+
+class FakeSocket:
+    def __init__(self, gso: bool):
+        self.gso = gso
+        self.calls = []
+
+    def sendmsg(self, buffers, ancillary, flags, addr):
+        if ancillary and not self.gso:
+            raise OSError(errno.EIO, "no GSO here")
+        self.calls.append((b"".join(buffers), bool(ancillary)))
+
+
+class FakeTransport:
+    def __init__(self, gso: bool):
+        self.socket = FakeSocket(gso)
+
+
+def _batch():
+    return [(b"h%d" % i, memoryview(b"p" * 10)) for i in range(5)]
+
+
+def test_batches_go_in_one_gso_call():
+    from twisted.internet import task
+
+    manager = TransferManager(task.Clock(), listen=lambda p: None)
+    transport = FakeTransport(gso=True)
+    send, batched = manager._make_batch_sender(transport, None)
+    assert batched
+    send(_batch(), ("127.0.0.1", 9))
+    assert transport.socket.calls == [(b"".join(h + bytes(p) for h, p in _batch()), True)]
+
+
+def test_a_kernel_without_gso_falls_back_to_one_call_per_datagram_for_good():
+    from twisted.internet import task
+
+    manager = TransferManager(task.Clock(), listen=lambda p: None)
+    transport = FakeTransport(gso=False)
+    send, _ = manager._make_batch_sender(transport, None)
+    send(_batch(), ("127.0.0.1", 9))
+    send(_batch(), ("127.0.0.1", 9))
+    assert [gso for _, gso in transport.socket.calls] == [False] * 10
+    assert not manager._gso_ok
+    assert manager._make_batch_sender(FakeTransport(gso=True), None)[1] is False
