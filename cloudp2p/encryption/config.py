@@ -1,12 +1,12 @@
 """The ``[encryption]`` section of a server's config.
 
-    [encryption]
-    covers_dir = ""            # extra cover images (PNG/JPEG) besides the built-in library; "" = none
-    workers = 2                # processes that hide images (CPU-bound work never runs on the reactor)
-    png_compress_level = 1     # zlib level of result PNGs: 1 is 4-5x faster than 6 for ~19% more bytes
-    max_image_size = 67108864  # largest secret or cover accepted, bytes
-    fetch_timeout = 120.0      # seconds to fetch the client's image (and cover)
-    result_ttl = 300.0         # seconds the result stays offered for the client to fetch
+[encryption]
+covers_dir = ""            # extra cover images (PNG/JPEG) besides the built-in library; "" = none
+workers = 2                # processes that hide images (CPU-bound work never runs on the reactor)
+png_compress_level = 1     # zlib level of result PNGs: 1 is 4-5x faster than 6 for ~19% more bytes
+max_image_size = 67108864  # largest secret or cover accepted, bytes
+fetch_timeout = 120.0      # seconds to fetch the client's image (and cover)
+result_ttl = 300.0         # seconds the result stays offered for the client to fetch
 """
 
 from __future__ import annotations

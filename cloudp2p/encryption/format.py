@@ -86,6 +86,7 @@ _PAYLOAD_CONTEXT = b"cloudp2p/payload/v1\x00"
 CODEC_STORED = 0
 CODEC_ZLIB = 1
 MAX_PAYLOAD = 2**32 - 1
+_PROBE = 64 * 1024
 
 
 class Carrier(Protocol):
@@ -192,9 +193,13 @@ def _check_content_key(content_key: bytes) -> bytes:
 def compress_secret(secret: bytes) -> bytes:
     """codec byte || body: zlib when it saves at least 1%, else the bytes as they are.
 
-    Image files (PNG, JPEG) are already compressed; either way what gets
-    encrypted is compressed data, never text.
+    Image files (PNG, JPEG) are already compressed; a quick probe of the first
+    64 KiB skips the attempt for them. Either way what gets encrypted is
+    compressed data, never text.
     """
+    probe = secret[:_PROBE]
+    if len(secret) > _PROBE and len(zlib.compress(probe, 1)) > len(probe) * 0.95:
+        return bytes([CODEC_STORED]) + secret  # already compressed (JPEG, PNG): do not spend time on it
     packed = zlib.compress(secret, 6)
     if len(packed) < len(secret) * 0.99:
         return bytes([CODEC_ZLIB]) + packed

@@ -123,3 +123,22 @@ def test_a_plain_cover_is_not_a_container():
         c.open_own_carrier(c.ImageCarrier(cover()), os.urandom(32))
     with pytest.raises(NotAContainerError):
         c.open_own_carrier(c.ImageCarrier(cover((8, 8, 3))), os.urandom(32))
+
+
+def test_lsb_psnr_matches_the_general_formula():
+    from cloudp2p.stego import engine, imaging
+
+    arr = cover()
+    stego = engine.embed(arr, os.urandom(2000), b"k")
+    assert c.lsb_psnr(arr, stego) == pytest.approx(imaging.psnr(arr, stego), rel=1e-12)
+    bigger = arr.copy()
+    bigger[0, 0, 0] ^= 0x80  # not an LSB change: the general formula is used
+    assert c.lsb_psnr(arr, bigger) == pytest.approx(imaging.psnr(arr, bigger), rel=1e-12)
+    assert c.lsb_psnr(arr, arr) == float("inf")
+
+
+def test_already_compressed_secrets_are_stored_without_a_zlib_pass():
+    jpeg_like = os.urandom(200_000)
+    assert fmt.compress_secret(jpeg_like)[:1] == bytes([fmt.CODEC_STORED])
+    raw = bytes(200_000)
+    assert fmt.compress_secret(raw)[:1] == bytes([fmt.CODEC_ZLIB])
