@@ -43,6 +43,7 @@ SECTION = Section(
         ),
         "recv_buffer": Field(int, 4 * 1024 * 1024, in_range(64 * 1024, 256 * 1024 * 1024), "SO_RCVBUF bytes"),
         "send_buffer": Field(int, 1024 * 1024, in_range(64 * 1024, 256 * 1024 * 1024), "SO_SNDBUF bytes"),
+        "initial_window": Field(int, 16, in_range(2, 65536), "congestion window at the start, in chunks"),
         "max_window": Field(
             int, 4096, in_range(2, 65536), "most chunks in flight, whatever the buffers allow"
         ),
@@ -71,6 +72,7 @@ class TransferConfig:
     recv_buffer: int = 4 * 1024 * 1024
     send_buffer: int = 1024 * 1024
     max_window: int = 4096
+    initial_window: int = 16
     initial_rto: float = 1.0
     min_rto: float = 0.2
     max_rto: float = 10.0

@@ -91,7 +91,7 @@ class SendSession:
         self.batch_max = min(64, 65000 // (chunk_size + wire.DATA_HEADER_SIZE)) if offer.gso else 1
         self.rwnd = max(1, window)
         self.rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
-        self.cc = Aimd(initial=16, minimum=2, maximum=config.max_window)
+        self.cc = Aimd(initial=config.initial_window, minimum=2, maximum=config.max_window)
         self.burst = config.burst
         self.peer_timeout = config.peer_timeout
         self.acked = bytearray(n) if have is None else bytearray(have)
