@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 
-from cloudp2p.transfer import TransferTimeout
+from cloudp2p.transfer import TransferAborted, TransferTimeout
 
 from .helpers import HOST_A, HOST_B, failure_of, manager, pair, run
 
@@ -92,3 +92,34 @@ def test_a_complete_part_file_finishes_without_the_network(tmp_path):
     again = b.fetch_to_file(target, (HOST_A, offer.port), offer.transfer_id, offer.size, offer.sha256)
     assert run(net, again, 0.1) == str(target)
     assert target.read_bytes() == data
+
+
+def test_a_restarted_receiver_resumes_from_its_saved_state(tmp_path):
+    net, a, b = pair(max_window=32)
+    data = random.Random(7).randbytes(1_000_000)
+    offer = a.offer(data)
+    target = tmp_path / "again.bin"
+    progress = []
+    d = b.fetch_to_file(
+        target,
+        (HOST_A, offer.port),
+        offer.transfer_id,
+        offer.size,
+        offer.sha256,
+        progress=lambda done, total: progress.append(done),
+    )
+    net.run(10.0, until=lambda: bool(progress) and progress[-1] >= len(data) // 2)
+    b.stop()  # the client daemon stops: the fetch saves its state
+    failure, _ = failure_of(net, d, 0.01)
+    assert failure.check(TransferAborted)
+    assert (tmp_path / "again.bin.part.json").exists()
+    b2 = manager(net, HOST_B, node="b-restarted", max_window=32)
+    sent = []
+    net.filters.append(
+        lambda src, dst, dg: src == (HOST_A, offer.port) and dg[7] == 1 and sent.append(1) and False
+    )
+    path = run(
+        net, b2.fetch_to_file(target, (HOST_A, offer.port), offer.transfer_id, offer.size, offer.sha256)
+    )
+    assert target.read_bytes() == data and path == str(target)
+    assert len(sent) <= 0.6 * -(-len(data) // 1200)
