@@ -223,9 +223,13 @@ class FileSink:
 
 
 def _update(hasher: Any, pieces: list[Any]) -> None:
-    # One big update: hashlib only releases the GIL for inputs of 2 KiB or more, and every
-    # release and re-acquire is a hand-over with the reactor thread.
-    hasher.update(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+    # hashlib releases the GIL only for inputs of 2 KiB or more: small pieces are joined first
+    # (one copy) so that the hash thread does not hold the GIL against the reactor thread.
+    if len(pieces) > 1 and len(pieces[0]) < 2048:
+        hasher.update(b"".join(pieces))
+        return
+    for piece in pieces:
+        hasher.update(piece)
 
 
 def _not_listening(datagram: bytes, addr: Address) -> None:
