@@ -183,7 +183,10 @@ async def start_cluster(reactor: Any, args: argparse.Namespace, cleanup: list[An
     from cloudp2p.tools.cluster import LocalCluster
 
     tmp = tempfile.mkdtemp(prefix="cloudp2p-bench-encrypt-")
-    cleanup.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    if args.keep:
+        print(f"# servers' configs and logs kept in {tmp}", file=sys.stderr)
+    else:
+        cleanup.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
     overrides = {
         "directory": {"backend": "sqlite", "path": os.path.join(tmp, "directory.sqlite3"), "scrypt_n": 1024},
         # Every benchmark client is 127.0.0.1: allow them all to transfer at once.
@@ -242,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--requests", type=int, default=3, help="requests per client")
     parser.add_argument("--servers", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the servers' configs and logs")
     parser.add_argument(
         "--max-seconds", type=float, default=600.0, help="stop starting new requests after this"
     )
