@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 Address = tuple[str, int]
 PROGRESS_INTERVAL = 0.05  # seconds between progress callbacks (the last one always comes)
+INCREASE_BYTES = 16384  # congestion avoidance adds this much window per round trip (13 default chunks)
 MIN_PTO = 0.002  # a probe sooner than this would mostly race the ack already on its way
 Progress = Callable[[int, int], object]
 
@@ -91,7 +92,12 @@ class SendSession:
         self.batch_max = min(64, 65000 // (chunk_size + wire.DATA_HEADER_SIZE)) if offer.gso else 1
         self.rwnd = max(1, window)
         self.rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
-        self.cc = Aimd(initial=config.initial_window, minimum=2, maximum=config.max_window)
+        self.cc = Aimd(
+            initial=config.initial_window,
+            minimum=2,
+            maximum=config.max_window,
+            increase=max(1, INCREASE_BYTES // chunk_size),
+        )
         self.burst = config.burst
         self.peer_timeout = config.peer_timeout
         self.acked = bytearray(n) if have is None else bytearray(have)
