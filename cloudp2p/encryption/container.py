@@ -205,7 +205,7 @@ def needed_bits(compressed: bytes) -> int:
 
 def seal_carrier(carrier: fmt.Carrier, compressed: bytes, *, image_id: bytes | None = None) -> Sealed:
     """Write a fresh owner's container of ``compressed`` (from ``compress_secret``) into ``carrier``."""
-    image_id = os.urandom(fmt.IMAGE_ID_SIZE) if image_id is None else image_id_bytes(image_id)
+    image_id = uuid.uuid4().bytes if image_id is None else image_id_bytes(image_id)  # 122 random bits
     content_key = os.urandom(fmt.KEY_SIZE)
     header, ciphertext = fmt.encrypt_payload(content_key, compressed, image_id)
     if header.total_size > carrier.capacity:
