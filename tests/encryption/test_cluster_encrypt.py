@@ -1,0 +1,75 @@
+"""`encrypt` end to end through a real 3-server cloud (twistd processes on 127.0.0.1, free ports)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, task
+
+from cloudp2p.cluster.client import ClientRouter
+from cloudp2p.encryption import container as c
+from cloudp2p.encryption.keys import UserKeys
+from cloudp2p.errors import RequestFailed
+from cloudp2p.tools.cluster import LocalCluster
+from cloudp2p.transfer import TransferManager
+
+from .test_heartbeat import small_photo
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+LOCAL = "127.0.0.1"
+
+
+@pytest.fixture
+def cloud(tmp_path):
+    overrides = {"directory": {"backend": "sqlite", "path": str(tmp_path / "dir.sqlite3"), "scrypt_n": 1024}}
+    cluster = LocalCluster(str(tmp_path / "cloud"), 3, overrides=overrides)
+    try:
+        cluster.start(30)
+        cluster.wait_converged(30)
+        yield cluster
+    except BaseException:
+        for sid, server in cluster.servers.items():
+            print(f"----- server {sid} -----\n{server.tail(30)}")
+        raise
+    finally:
+        cluster.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_encrypt_through_the_cloud(cloud):
+    router = ClientRouter(reactor, cloud.client_list, timeout=60.0)
+    router.start()
+    transfers = TransferManager(reactor, interface=LOCAL)
+    try:
+        keys = UserKeys.generate()
+        user = await router.submit(
+            "register", {"username": "alice", "password": "pw-alice-1", "keys": keys.public.to_json()}
+        )
+        token = (await router.submit("sign_in", {"username": "alice", "password": "pw-alice-1"}))["token"]
+        secret = small_photo()
+        offer = transfers.offer(secret, timeout=60)
+        seen = set()
+        for _ in range(3):
+            reply = await router.submit(
+                "encrypt", {"token": token, "image": offer.meta(), "cover": None, "name": "a.png"}
+            )
+            meta = reply["result"]
+            png = await transfers.fetch(
+                (LOCAL, meta["port"]), meta["transfer_id"], meta["size"], meta["sha256"]
+            )
+            key = base64.b64decode(reply["content_key"])
+            own = await task.deferLater(reactor, 0, c.open_own, png, key)
+            assert own.image == secret and reply["owner_id"] == user["user_id"] and reply["psnr"] >= 50
+            seen.add(reply["image_id"])
+        assert len(seen) == 3
+        with pytest.raises(RequestFailed) as e:
+            await router.submit(
+                "encrypt", {"token": "nope", "image": offer.meta(), "cover": None, "name": "a"}
+            )
+        assert e.value.code == "not_signed_in"
+        offer.close()
+    finally:
+        transfers.stop()
+        await router.stop()
