@@ -37,18 +37,16 @@ from cloudp2p.stego.positions import BLOCK, CLASSES, GROUPS, Layout, layout, pos
 __all__ = ["CapacityError", "capacity_bits", "embed", "extract"]
 
 _LANES_LSB = np.uint64(0x0101010101010101)
-_LANES_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
-_LANES_HIGH = np.uint64(0x8080808080808080)
 # (lanes 0/1) * _PACK >> 56 == the byte whose bit 7-i is lane i (products land on distinct bits).
 _PACK = np.uint64(0x8040201008040201)
-_SEVEN = np.uint64(7)
 _FIFTY_SIX = np.uint64(56)
+_SHIFTS = np.arange(8, dtype=np.uint64)[:, None]
 
 
 def _spread_table() -> np.ndarray:
     """byte -> 64-bit word whose lane i (byte i, little-endian) is bit 7-i of the byte."""
     values = np.arange(256, dtype=np.uint64)
-    out = np.zeros(256, dtype=np.uint64)
+    out = np.zeros(256, dtype="<u8")
     for lane in range(8):
         out |= ((values >> np.uint64(7 - lane)) & np.uint64(1)) << np.uint64(8 * lane)
     out.flags.writeable = False
@@ -117,33 +115,78 @@ def _by_words(lay: Layout, nbytes: int) -> bool:
     return nbytes >= lay.nblocks
 
 
-def _word_indices(lay: Layout, rank_of_phys: np.ndarray, u0: int, nu: int) -> np.ndarray:
-    """(nblocks, nu) indices of the 64-bit group words of bytes u0..u0+nu-1, physical block order."""
-    sub = lay.pi[:, u0 : u0 + nu]
-    index = sub[rank_of_phys % CLASSES]
-    index += (np.arange(lay.nblocks, dtype=np.int64) * GROUPS)[:, None]
-    return index
+def _word_indices(
+    lay: Layout, rank_of_phys: np.ndarray, u0: int, nu: int, r0: int, r1: int, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Indices of the group words of bytes u0..u0+nu-1 in physical blocks r0..r1-1, flat, block-major."""
+    sub = np.ascontiguousarray(lay.pi[:, u0 : u0 + nu])
+    shaped = None if out is None else out.reshape(r1 - r0, nu)
+    index = np.take(sub, rank_of_phys[r0:r1] % CLASSES, axis=0, out=shaped)
+    index += (np.arange(r0, r1, dtype=np.intp) * GROUPS)[:, None]
+    return index.reshape(-1)
 
 
-def _match_words(words: np.ndarray, target: np.ndarray, rng, valid=None) -> np.ndarray:
-    """LSB matching on 64-bit words, 8 lanes (samples) at a time; ``target`` holds the wanted LSBs.
+class _Scratch:
+    """Work buffers for one chunk of words, allocated once per call and reused chunk after chunk.
 
-    A lane that needs a change goes up or down at random, up at 0 and down at 255;
-    so a lane is only incremented below 255 and only decremented above 0, and no
-    carry or borrow ever crosses into the next lane.
+    Fresh temporaries for every chunk would cost a page fault per 4 KiB each
+    time (the allocator hands large freed blocks back to the system).
     """
-    lanes = words.view(np.uint8)
-    need = (words ^ target) & _LANES_LSB
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        size = shape[0] * shape[1]
+        self.index = np.empty(size, dtype=np.intp)
+        self.words = np.empty(size, dtype="<u8")
+        self.target = np.empty(size, dtype="<u8")
+        self.up = np.empty(size, dtype="<u8")
+        self.up_spread = np.empty((8, -(-size // 8)), dtype="<u8")
+        self.flags = np.empty(8 * size, dtype=bool)
+        self.byte_index = np.empty(size, dtype=np.intp)
+
+    def view(self, name: str, n: int) -> np.ndarray:
+        return getattr(self, name)[:n]
+
+
+def _lanes_into(data: np.ndarray, index_buf: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Bytes -> words whose lane (byte) i is bit 7-i of the byte, into ``out``."""
+    np.copyto(index_buf, data.reshape(-1), casting="unsafe")
+    return np.take(_SPREAD, index_buf, out=out)
+
+
+def _match_words(words: np.ndarray, target: np.ndarray, rng, valid, scratch: _Scratch) -> np.ndarray:
+    """LSB matching on 64-bit words, 8 lanes (samples) at a time, in place in ``words``.
+
+    ``target`` holds the wanted LSBs (and is overwritten). A lane that needs a
+    change goes up or down at random, up at 0 and down at 255; so a lane is only
+    incremented below 255 and only decremented above 0, and no carry or borrow
+    ever crosses into the next lane.
+    """
+    n = words.size
+    need = target
+    need ^= words
+    need &= _LANES_LSB
     if valid is not None:
         need &= valid
-    up = _SPREAD[np.frombuffer(rng.bytes(words.size), dtype=np.uint8).reshape(words.shape)]
-    up |= (lanes == 0).view("<u8")  # bool is one byte 0/1: viewed as words, 1 in the lanes that are 0
-    up &= ~(lanes == 255).view("<u8")
+    # One random 64-bit word gives the up/down coins of 8 words: bit k of each of its lanes.
+    up = scratch.view("up", n)
+    coins = -(-n // 8)
+    random_words = np.frombuffer(rng.bytes(8 * coins), dtype="<u8")
+    spread = scratch.up_spread[:, :coins]
+    np.right_shift(random_words[None, :], _SHIFTS, out=spread)
+    up[:] = spread.reshape(-1)[:n] if coins * 8 != n else spread.reshape(-1)
+    up &= _LANES_LSB
+    lanes = words.view(np.uint8)
+    flags = scratch.view("flags", 8 * n)
+    flag_words = flags.view("<u8")
+    np.equal(lanes, 0, out=flags)  # a bool is one byte 0/1: as words, 1 in the lanes that are 0
+    up |= flag_words
+    np.not_equal(lanes, 255, out=flags)
+    up &= flag_words
     up &= need
     need ^= up  # now: the lanes that go down
-    out = words + up
-    out -= need
-    return out
+    words += up
+    words -= need
+    return words
 
 
 def embed(
@@ -191,15 +234,14 @@ def _grid_setup(lay: Layout, m0: int, m1: int):
     nb = lay.nblocks
     u0, nu, lo, hi = _edges(lay, m0, m1)
     rank_of_phys = lay.beta.inverse(np.arange(nb, dtype=np.int32))
-    words = _word_indices(lay, rank_of_phys, u0, nu)
-    return nb, nu, lo, hi, rank_of_phys, words
+    return nb, u0, nu, lo, hi, rank_of_phys
 
 
-_CHUNK_WORDS = 1 << 15  # 256 KiB of words per step, so that the temporaries stay in cache
+_CHUNK_WORDS = 1 << 15  # 256 KiB of words per step, so that the work stays in cache
 
 
 def _embed_words(flat: np.ndarray, lay: Layout, payload: bytes, m0: int, m1: int, rng) -> None:
-    nb, nu, lo, hi, rank_of_phys, index = _grid_setup(lay, m0, m1)
+    nb, u0, nu, lo, hi, rank_of_phys = _grid_setup(lay, m0, m1)
     grid = np.zeros(nu * nb, dtype=np.uint8)
     grid[lo:hi] = np.frombuffer(payload, dtype=np.uint8)
     per_block = np.ascontiguousarray(grid.reshape(nu, nb)[:, rank_of_phys].T)  # (nb, nu), physical order
@@ -209,14 +251,19 @@ def _embed_words(flat: np.ndarray, lay: Layout, payload: bytes, m0: int, m1: int
         inside = (byte_index >= lo) & (byte_index < hi)
         valid = np.where(inside, np.uint64(0xFFFFFFFFFFFFFFFF), np.uint64(0))
     all_words = flat[: nb * BLOCK].view("<u8")
+    # Lane i of a target word is bit 7-i of its byte: unpackbits writes bits most significant first.
+    target_all = np.unpackbits(per_block.reshape(-1)).view("<u8")
     rows = max(1, _CHUNK_WORDS // nu)
+    scratch = _Scratch((min(rows, nb), nu))
     for r0 in range(0, nb, rows):  # a loop over chunks of blocks, each chunk vectorised
         r1 = min(nb, r0 + rows)
-        index_chunk = index[r0:r1]
-        words = np.take(all_words, index_chunk)
-        target = _SPREAD[per_block[r0:r1]]
-        new = _match_words(words, target, rng, None if valid is None else valid[r0:r1])
-        np.put(all_words, index_chunk, new)
+        n = (r1 - r0) * nu
+        index = _word_indices(lay, rank_of_phys, u0, nu, r0, r1, out=scratch.view("index", n))
+        words = np.take(all_words, index, out=scratch.view("words", n))
+        target = scratch.view("target", n)
+        target[:] = target_all[r0 * nu : r1 * nu]
+        chunk_valid = None if valid is None else valid[r0:r1].reshape(-1)
+        all_words[index] = _match_words(words, target, rng, chunk_valid, scratch)
 
 
 def extract(stego: np.ndarray, key: bytes, nbytes: int, *, start: int = 0) -> bytes:
@@ -241,8 +288,9 @@ def extract(stego: np.ndarray, key: bytes, nbytes: int, *, start: int = 0) -> by
     if not _by_words(lay, m1 - m0):
         pos = positions(key, flat.size, 8 * m0, 8 * (m1 - m0))
         return np.packbits(flat[pos] & 1).tobytes()
-    nb, nu, lo, hi, rank_of_phys, index = _grid_setup(lay, m0, m1)
-    words = np.take(flat[: nb * BLOCK].view("<u8"), index)
+    nb, u0, nu, lo, hi, rank_of_phys = _grid_setup(lay, m0, m1)
+    index = _word_indices(lay, rank_of_phys, u0, nu, 0, nb)
+    words = np.take(flat[: nb * BLOCK].view("<u8"), index).reshape(nb, nu)
     per_block = (((words & _LANES_LSB) * _PACK) >> _FIFTY_SIX).astype(np.uint8)  # (nb, nu)
     grid = np.empty((nu, nb), dtype=np.uint8)
     grid[:, rank_of_phys] = per_block.T

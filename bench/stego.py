@@ -1,0 +1,137 @@
+"""bench-stego: the engine against stegano 3.0, a numpy copy and PNG coding, at 1, 4 and 12 megapixels.
+
+    python -m bench.stego [--sizes 1,4,12] [--repeat 5] [--stegano-max-mp 12]
+
+Covers are the sample photo coffee.png (600x400) scaled up with LANCZOS to the
+size asked. Every figure is measured in the same run, at 50 % of capacity:
+
+* stegano 3.0 ``lsb.hide`` / ``lsb.reveal`` (Pillow image in and out) with a text
+  message of half its capacity (3 bits per pixel);
+* this project's ``embed`` / ``extract`` (uint8 array in and out) with random
+  bytes of half its capacity;
+* ``cover.copy()``: the memory-speed limit of anything that returns a new array;
+* PNG encode at zlib level 1 (the project's choice) and 6 (Pillow's default),
+  and PNG decode.
+
+Times are the best of ``--repeat`` runs (stegano: one run per size, it is slow;
+sizes above ``--stegano-max-mp`` are extrapolated linearly from the largest
+measured one, and say so). Prints one ``name: value`` line per figure; the
+headline ``speedup_vs_stegano`` and ``embed_vs_copy`` are the worst over the
+sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cloudp2p.stego import engine, imaging
+
+SOURCE = Path(__file__).resolve().parent.parent / "cloudp2p" / "data" / "covers" / "coffee.png"
+
+
+def best_of(repeat: int, fn, *args, **kwargs) -> tuple[float, object]:
+    best, result = math.inf, None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn(*args, **kwargs)
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def cover_of(megapixels: float) -> np.ndarray:
+    with Image.open(SOURCE) as img:
+        ratio = img.width / img.height
+        height = round(math.sqrt(megapixels * 1e6 / ratio))
+        width = round(height * ratio)
+        return np.asarray(img.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)).copy()
+
+
+def stegano_times(cover: np.ndarray) -> tuple[float, float]:
+    from stegano import lsb
+
+    pixels = cover.shape[0] * cover.shape[1]
+    message = os.urandom(pixels * 3 // 2 // 8 // 2 - 8).hex()  # half of 3 bits per pixel, as text
+    image = Image.fromarray(cover)
+    started = time.perf_counter()
+    hidden = lsb.hide(image.copy(), message)
+    hide = time.perf_counter() - started
+    started = time.perf_counter()
+    revealed = lsb.reveal(hidden)
+    reveal = time.perf_counter() - started
+    if revealed != message:
+        raise SystemExit("stegano did not read back its own message")
+    return hide, reveal
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.stego", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1,4,12", help="megapixels, comma-separated")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--stegano-max-mp", type=float, default=12.0)
+    args = parser.parse_args(argv)
+    sizes = [float(s) for s in args.sizes.split(",") if s.strip()]
+
+    speedups, vs_copy = [], []
+    stegano_rate: tuple[float, float] | None = None  # seconds per pixel, hide and reveal
+    for mp in sizes:
+        tag = f"{mp:g}mp"
+        cover = cover_of(mp)
+        pixels = cover.shape[0] * cover.shape[1]
+        payload = os.urandom(engine.capacity_bits(cover.shape) // 8 // 2)
+        key = b"bench-stego"
+        engine.embed(cover[:64, :64], b"warm", key)  # import-time and first-call costs out of the way
+
+        copy_s, _ = best_of(args.repeat, cover.copy)
+        embed_s, stego = best_of(args.repeat, engine.embed, cover, payload, key)
+        extract_s, back = best_of(args.repeat, engine.extract, stego, key, len(payload))
+        if back != payload:
+            raise SystemExit("extract did not return the payload")
+        if mp <= args.stegano_max_mp:
+            hide_s, reveal_s = stegano_times(cover)
+            stegano_rate = (hide_s / pixels, reveal_s / pixels)
+            note = ""
+        elif stegano_rate is not None:
+            hide_s, reveal_s = stegano_rate[0] * pixels, stegano_rate[1] * pixels
+            note = " (extrapolated linearly from the largest measured size)"
+        else:
+            hide_s = reveal_s = math.nan
+            note = " (not measured)"
+        enc1_s, png1 = best_of(args.repeat, imaging.save_png, stego, compress_level=1)
+        enc6_s, png6 = best_of(max(1, args.repeat // 2), imaging.save_png, stego, compress_level=6)
+        dec_s, _ = best_of(args.repeat, lambda data: np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), png1)
+
+        print(f"cover_{tag}: {cover.shape[1]}x{cover.shape[0]}")
+        print(f"payload_bytes_{tag}: {len(payload)}")
+        print(f"copy_ms_{tag}: {copy_s * 1e3:.2f}")
+        print(f"embed_ms_{tag}: {embed_s * 1e3:.2f}")
+        print(f"extract_ms_{tag}: {extract_s * 1e3:.2f}")
+        print(f"stegano_hide_ms_{tag}: {hide_s * 1e3:.0f}{note}")
+        print(f"stegano_reveal_ms_{tag}: {reveal_s * 1e3:.0f}{note}")
+        speedup = hide_s / embed_s
+        speedups.append(speedup)
+        vs_copy.append(embed_s / copy_s)
+        print(f"speedup_vs_stegano_{tag}: {speedup:.0f}")
+        print(f"extract_speedup_vs_stegano_{tag}: {reveal_s / extract_s:.0f}")
+        print(f"embed_vs_copy_{tag}: {embed_s / copy_s:.1f}")
+        print(f"psnr_db_{tag}: {imaging.psnr(cover, stego):.2f}")
+        print(f"png_encode_ms_level1_{tag}: {enc1_s * 1e3:.1f}")
+        print(f"png_encode_ms_level6_{tag}: {enc6_s * 1e3:.1f}")
+        print(f"png_bytes_level1_{tag}: {len(png1)}")
+        print(f"png_bytes_level6_{tag}: {len(png6)}")
+        print(f"png_level6_vs_level1_time_{tag}: {enc6_s / enc1_s:.2f}")
+        print(f"png_level1_vs_level6_size_{tag}: {len(png1) / len(png6):.3f}")
+        print(f"png_decode_ms_{tag}: {dec_s * 1e3:.1f}")
+    print(f"speedup_vs_stegano: {min(speedups):.0f}")
+    print(f"embed_vs_copy: {max(vs_copy):.1f}")
+
+
+if __name__ == "__main__":
+    main()
