@@ -73,3 +73,48 @@ async def test_encrypt_through_the_cloud(cloud):
     finally:
         transfers.stop()
         await router.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_encrypt_survives_a_crash_of_the_server_running_it(cloud):
+    """kill -9 the server while it hides the image: the router re-assigns, the new server fetches again."""
+    from bench.encrypt import make_photo
+
+    router = ClientRouter(reactor, cloud.client_list, timeout=60.0)
+    router.start()
+    transfers = TransferManager(reactor, interface=LOCAL)
+    try:
+        keys = UserKeys.generate().public.to_json()
+        await router.submit("register", {"username": "bob", "password": "pw-bob-12", "keys": keys})
+        token = (await router.submit("sign_in", {"username": "bob", "password": "pw-bob-12"}))["token"]
+        secret = await task.deferLater(reactor, 0, make_photo)  # 1 MB: about a second of work
+        offer = transfers.offer(secret, timeout=60)
+        pending = router.submit(
+            "encrypt", {"token": token, "image": offer.meta(), "cover": None, "name": "b"}
+        )
+        victim = None
+        for _ in range(200):  # bounded: 10 s
+            for sid, address in cloud.client_addresses.items():
+                status = await router.query(address, "status", timeout=1.0)
+                if status["running"] > 0:
+                    victim = sid
+            if victim is not None or pending.called:
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        assert victim is not None, "never saw the encrypt running"
+        cloud.servers[victim].kill()
+        reply = await pending
+        meta = reply["result"]
+        png = await transfers.fetch((LOCAL, meta["port"]), meta["transfer_id"], meta["size"], meta["sha256"])
+        own = await task.deferLater(reactor, 0, c.open_own, png, base64.b64decode(reply["content_key"]))
+        assert own.image == secret
+        reruns = []
+        for sid, address in cloud.client_addresses.items():
+            if sid != victim:
+                runs = (await router.query(address, "recent_runs", timeout=2.0))["runs"]
+                reruns += [r for r in runs if r[1] == "encrypt"]
+        assert reruns, "the request was not re-run by a surviving server"
+        offer.close()
+    finally:
+        transfers.stop()
+        await router.stop()
