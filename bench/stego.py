@@ -46,6 +46,11 @@ def best_of(repeat: int, fn, *args, **kwargs) -> tuple[float, object]:
     return best, result
 
 
+def decode_png(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"))
+
+
 def cover_of(megapixels: float) -> np.ndarray:
     with Image.open(SOURCE) as img:
         ratio = img.width / img.height
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
             note = " (not measured)"
         enc1_s, png1 = best_of(args.repeat, imaging.save_png, stego, compress_level=1)
         enc6_s, png6 = best_of(max(1, args.repeat // 2), imaging.save_png, stego, compress_level=6)
-        dec_s, _ = best_of(args.repeat, lambda data: np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), png1)
+        dec_s, _ = best_of(args.repeat, decode_png, png1)
 
         print(f"cover_{tag}: {cover.shape[1]}x{cover.shape[0]}")
         print(f"payload_bytes_{tag}: {len(payload)}")
