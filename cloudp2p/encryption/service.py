@@ -25,27 +25,11 @@ JobRunner = Callable[..., "defer.Deferred[Any]"]
 
 
 async def directory_authenticator(directory: Any, token: str) -> str:
-    """The user id behind a session token, asked of the directory ``Store``; ``OpError`` if none.
-
-    Uses ``Store.session_user(token)`` when the directory offers it; otherwise
-    the Store's read transaction and its session lookup (the same check every
-    directory op makes), which needs no change on the directory's side.
-    """
-    if directory is None:
-        raise OpError("unavailable", "this server has no directory to check sessions; try again")
+    """The user id behind a session token (``Store.session_user``); ``OpError`` if there is none."""
     session_user = getattr(directory, "session_user", None)
-    if session_user is not None:
-        return await session_user(token)
-    from cloudp2p.directory.store import token_hash
-
-    th = token_hash(token)
-    now = directory._now()
-    await directory._wait_ready()
-
-    def work(tx: Any) -> str:
-        return directory._session(tx, th, now)
-
-    return await directory._read(work)
+    if session_user is None:
+        raise OpError("unavailable", "this server has no directory to check sessions; try again")
+    return await session_user(token)
 
 
 def _pool_runner(reactor: Any, workers: int) -> tuple[JobRunner, Callable[[], None]]:
