@@ -16,6 +16,8 @@ from cloudp2p.client import errors as cerr
 from cloudp2p.client.cli import CLIENT_EXIT_CODES
 from cloudp2p.errors import InvalidImage, RequestFailed
 
+from .conftest import png_bytes
+
 
 def _read(path):
     with open(path, "rb") as f:
@@ -241,14 +243,17 @@ def test_coordinator_killed_during_an_encrypt(deploy):
     deploy.ensure_up("alice")
     coordinator = deploy.cloud.coordinator()
     client = deploy.clients["alice"]
-    path = deploy.image("failover-encrypt")
+    path = os.path.join(deploy.workdir, "failover-encrypt.png")
+    with open(path, "wb") as f:  # a larger picture: the encrypt takes long enough to be cut in two
+        f.write(png_bytes(77, (480, 360)))
     proc = subprocess.Popen(
         [sys.executable, "-m", "cloudp2p.client.cli", "--home", client.home, "--json", "encrypt", path],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(0.3)
+    time.sleep(0.4)
+    assert proc.poll() is None  # still running when its coordinator dies
     deploy.cloud.servers[coordinator].kill()
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err + deploy.logs()
