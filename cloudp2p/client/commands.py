@@ -920,11 +920,13 @@ class Stories:
         return await self.d.send_message(viewer, "rights_update", body)
 
     async def _set_views(self, args: dict[str, Any], views: int, reason: str) -> dict[str, Any]:
-        viewer = arg_user(args)
+        typed = arg_user(args)
         image_id, image = self.owned(arg_str(args, "image") or "")
         self.d.require_token()
-        if viewer not in (self.state.get("grants", image_id) or {}):
-            raise cerr.UnknownUser(f"({viewer} has no copy of {image['name']})")
+        holders = {v.lower(): v for v in self.state.get("grants", image_id) or {}}
+        viewer = holders.get(typed.lower())
+        if viewer is None:
+            raise cerr.UnknownUser(f"({typed} has no copy of {image['name']})")
         info = await self.d.lookup(viewer, fresh=True)
         delivery = await self._send_rights(viewer, info, image_id, image, views, reason)
         return {

@@ -335,8 +335,9 @@ class ClientDaemon:
         """
         token = self.require_token()
         assert self.messenger is not None
-        msg = self.messenger.message(type, recipient, body)
         info = await self.lookup(recipient, fresh=True)
+        recipient = info["username"]  # the directory's spelling: names are case-insensitive
+        msg = self.messenger.message(type, recipient, body)
         if info.get("online") and info.get("host") and info.get("port"):
             if await self.messenger.send(msg, (info["host"], int(info["port"])), self.config.peer_timeout):
                 return "peer"

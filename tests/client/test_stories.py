@@ -140,7 +140,7 @@ def test_more_views_after_a_revocation_give_what_was_asked(world, tmp_path):
 
 def test_set_views_online_applies_at_once(world, tmp_path):
     alice, bob, *_ = _share(world, tmp_path, views=2)
-    r = alice.cmd("set-views", user="bob", image="cat.png", views=5)
+    r = alice.cmd("set-views", user="BOB", image="cat.png", views=5)  # names are case-insensitive
     assert r["delivery"] == "peer"
     assert bob.cmd("images")["received"][0]["views_left"] == 5
     assert alice.cmd("images")["owned"][0]["grants"] == {"bob": 5}
