@@ -70,11 +70,16 @@ def _check_key(key: bytes) -> bytes:
     return bytes(key)
 
 
-def _colour_flat(array: np.ndarray) -> tuple[np.ndarray, bool]:
-    """A contiguous 1-D copy of the colour samples; True if alpha was left out (needs a write-back)."""
+def _colour_source(array: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The colour samples as a contiguous 1-D array, and whether it is a private copy.
+
+    For RGBA and grey+alpha the colour channels are copied out (alpha is never
+    touched); otherwise a contiguous input is viewed, not copied.
+    """
     if array.ndim == 3 and array.shape[2] in (2, 4):
         return np.ascontiguousarray(array[..., : array.shape[2] - 1]).reshape(-1), True
-    return np.array(array, order="C", copy=True).reshape(-1), False
+    contiguous = np.ascontiguousarray(array)
+    return contiguous.reshape(-1), contiguous is not array
 
 
 def _rng(rng_seed: bytes | None) -> np.random.Generator:
@@ -136,10 +141,7 @@ class _Scratch:
     def __init__(self, shape: tuple[int, int]) -> None:
         size = shape[0] * shape[1]
         self.index = np.empty(size, dtype=np.intp)
-        self.words = np.empty(size, dtype="<u8")
-        self.target = np.empty(size, dtype="<u8")
-        self.up = np.empty(size, dtype="<u8")
-        self.up_spread = np.empty((8, -(-size // 8)), dtype="<u8")
+        self.up = np.empty(8 * -(-size // 8), dtype="<u8")
         self.flags = np.empty(8 * size, dtype=bool)
         self.byte_index = np.empty(size, dtype=np.intp)
 
@@ -168,12 +170,11 @@ def _match_words(words: np.ndarray, target: np.ndarray, rng, valid, scratch: _Sc
     if valid is not None:
         need &= valid
     # One random 64-bit word gives the up/down coins of 8 words: bit k of each of its lanes.
-    up = scratch.view("up", n)
     coins = -(-n // 8)
     random_words = np.frombuffer(rng.bytes(8 * coins), dtype="<u8")
-    spread = scratch.up_spread[:, :coins]
+    spread = scratch.up[: 8 * coins].reshape(8, coins)
     np.right_shift(random_words[None, :], _SHIFTS, out=spread)
-    up[:] = spread.reshape(-1)[:n] if coins * 8 != n else spread.reshape(-1)
+    up = scratch.up[:n]
     up &= _LANES_LSB
     lanes = words.view(np.uint8)
     flags = scratch.view("flags", 8 * n)
@@ -202,20 +203,23 @@ def embed(
     _check_array(cover, "the cover")
     key = _check_key(key)
     payload = bytes(payload)
-    flat, alpha = _colour_flat(cover)
-    lay = layout(key, flat.size)
+    source, private = _colour_source(cover)
+    lay = layout(key, source.size)
     m0, m1 = _region(lay, start, len(payload))
     if m1 * 8 > lay.usable:
         raise too_small(m1, cover.shape)
-    if m1 > m0:
-        rng = _rng(rng_seed)
-        if _by_words(lay, m1 - m0):
-            _embed_words(flat, lay, payload, m0, m1, rng)
-        else:
+    # The word path copies the cover chunk by chunk as it goes (one pass over memory instead of two).
+    flat = source if private else np.empty_like(source)
+    if m1 > m0 and _by_words(lay, m1 - m0):
+        _embed_words(source, flat, lay, payload, m0, m1, _rng(rng_seed))
+    else:
+        if flat is not source:
+            np.copyto(flat, source)
+        if m1 > m0:
             pos = positions(key, flat.size, 8 * m0, 8 * (m1 - m0))
             bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8))
-            flat[pos] = _match(flat[pos], bits, rng)
-    if alpha:
+            flat[pos] = _match(flat[pos], bits, _rng(rng_seed))
+    if cover.ndim == 3 and cover.shape[2] in (2, 4):
         out = cover.copy()
         out[..., : cover.shape[2] - 1] = flat.reshape(*cover.shape[:2], cover.shape[2] - 1)
         return out
@@ -240,7 +244,10 @@ def _grid_setup(lay: Layout, m0: int, m1: int):
 _CHUNK_WORDS = 1 << 15  # 256 KiB of words per step, so that the work stays in cache
 
 
-def _embed_words(flat: np.ndarray, lay: Layout, payload: bytes, m0: int, m1: int, rng) -> None:
+def _embed_words(
+    source: np.ndarray, flat: np.ndarray, lay: Layout, payload: bytes, m0: int, m1: int, rng
+) -> None:
+    """The word path: ``flat`` (``source`` itself, or a new array to fill from it) gets the region."""
     nb, u0, nu, lo, hi, rank_of_phys = _grid_setup(lay, m0, m1)
     grid = np.zeros(nu * nb, dtype=np.uint8)
     grid[lo:hi] = np.frombuffer(payload, dtype=np.uint8)
@@ -250,6 +257,7 @@ def _embed_words(flat: np.ndarray, lay: Layout, payload: bytes, m0: int, m1: int
         byte_index = np.arange(nu, dtype=np.int64)[None, :] * nb + rank_of_phys[:, None]
         inside = (byte_index >= lo) & (byte_index < hi)
         valid = np.where(inside, np.uint64(0xFFFFFFFFFFFFFFFF), np.uint64(0))
+    copying = flat is not source
     all_words = flat[: nb * BLOCK].view("<u8")
     # Lane i of a target word is bit 7-i of its byte: unpackbits writes bits most significant first.
     target_all = np.unpackbits(per_block.reshape(-1)).view("<u8")
@@ -258,12 +266,15 @@ def _embed_words(flat: np.ndarray, lay: Layout, payload: bytes, m0: int, m1: int
     for r0 in range(0, nb, rows):  # a loop over chunks of blocks, each chunk vectorised
         r1 = min(nb, r0 + rows)
         n = (r1 - r0) * nu
+        if copying:
+            flat[r0 * BLOCK : r1 * BLOCK] = source[r0 * BLOCK : r1 * BLOCK]
         index = _word_indices(lay, rank_of_phys, u0, nu, r0, r1, out=scratch.view("index", n))
-        words = np.take(all_words, index, out=scratch.view("words", n))
-        target = scratch.view("target", n)
-        target[:] = target_all[r0 * nu : r1 * nu]
+        words = all_words[index]
         chunk_valid = None if valid is None else valid[r0:r1].reshape(-1)
-        all_words[index] = _match_words(words, target, rng, chunk_valid, scratch)
+        # target_all's slice is used up here: _match_words overwrites it.
+        all_words[index] = _match_words(words, target_all[r0 * nu : r1 * nu], rng, chunk_valid, scratch)
+    if copying:
+        flat[nb * BLOCK :] = source[nb * BLOCK :]
 
 
 def extract(stego: np.ndarray, key: bytes, nbytes: int, *, start: int = 0) -> bytes:
