@@ -27,6 +27,7 @@ both paths use the same slots.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -234,11 +235,18 @@ def _edges(lay: Layout, m0: int, m1: int) -> tuple[int, int, int, int]:
     return u0, nu, m0 - u0 * nb, m1 - u0 * nb
 
 
+@functools.lru_cache(maxsize=16)
+def _block_ranks(lay: Layout) -> np.ndarray:
+    """The rank of every physical block (``beta`` inverted): nblocks int32, 1/128 of the image's size."""
+    ranks = lay.beta.inverse(np.arange(lay.nblocks, dtype=np.int32))
+    ranks.flags.writeable = False
+    return ranks
+
+
 def _grid_setup(lay: Layout, m0: int, m1: int):
     nb = lay.nblocks
     u0, nu, lo, hi = _edges(lay, m0, m1)
-    rank_of_phys = lay.beta.inverse(np.arange(nb, dtype=np.int32))
-    return nb, u0, nu, lo, hi, rank_of_phys
+    return nb, u0, nu, lo, hi, _block_ranks(lay)
 
 
 _CHUNK_WORDS = 1 << 15  # 256 KiB of words per step, so that the work stays in cache
