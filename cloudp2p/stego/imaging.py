@@ -79,7 +79,7 @@ def load_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
     except InvalidImage:
         raise
     except Image.UnidentifiedImageError:
-        raise InvalidImage(f"not a {accepted} image (the accepted formats are {accepted})") from None
+        raise InvalidImage(f"not a {accepted} image; only PNG and JPEG files are accepted") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise InvalidImage(f"decompression bomb refused: {e}") from None
     except MemoryError:

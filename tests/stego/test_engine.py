@@ -142,6 +142,19 @@ def test_a_payload_too_large_says_how_large_a_cover_is_needed(chelsea):
         engine.embed(np.zeros((5, 5, 3), np.uint8), b"x", b"k")
 
 
+def test_read_only_and_non_contiguous_covers_work(coffee):
+    frozen = coffee.copy()
+    frozen.flags.writeable = False
+    for cover in (frozen, coffee[::2, ::2], np.asfortranarray(coffee)):
+        for size in (20, capacity_bits(cover.shape) // 8):  # the bit path and the word path
+            payload = os.urandom(size)
+            stego = engine.embed(cover, payload, b"k")
+            assert stego.flags.writeable and stego.shape == cover.shape
+            stego.flags.writeable = False
+            assert engine.extract(stego, b"k", size) == payload
+    assert not frozen.flags.writeable and np.array_equal(frozen, coffee)
+
+
 def test_empty_payload_is_a_copy():
     cover = np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)
     out = engine.embed(cover, b"", b"k")
