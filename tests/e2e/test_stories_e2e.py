@@ -16,8 +16,6 @@ from cloudp2p.client import errors as cerr
 from cloudp2p.client.cli import CLIENT_EXIT_CODES
 from cloudp2p.errors import InvalidImage, RequestFailed
 
-from .conftest import png_bytes
-
 
 def _read(path):
     with open(path, "rb") as f:
@@ -239,21 +237,22 @@ def test_status_and_cloud_unreachable(deploy):
 
 
 def test_coordinator_killed_during_an_encrypt(deploy):
+    """The coordinator is frozen (SIGSTOP) when the request arrives, then killed: the request is
+    outstanding at that moment for sure; the two others take over and the user sees a success."""
     deploy.cloud.wait_converged(30.0)
     deploy.ensure_up("alice")
     coordinator = deploy.cloud.coordinator()
     client = deploy.clients["alice"]
-    path = os.path.join(deploy.workdir, "failover-encrypt.png")
-    with open(path, "wb") as f:  # a larger picture: the encrypt takes long enough to be cut in two
-        f.write(png_bytes(77, (480, 360)))
+    path = deploy.image("failover-encrypt")
+    deploy.cloud.servers[coordinator].pause()
     proc = subprocess.Popen(
         [sys.executable, "-m", "cloudp2p.client.cli", "--home", client.home, "--json", "encrypt", path],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(0.4)
-    assert proc.poll() is None  # still running when its coordinator dies
+    time.sleep(0.6)
+    assert proc.poll() is None  # still waiting for the cloud when its coordinator dies
     deploy.cloud.servers[coordinator].kill()
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err + deploy.logs()
@@ -271,6 +270,7 @@ def test_coordinator_killed_during_a_share(deploy):
     req = deploy.ok("carol", "request", "alice", enc["image_id"], "--views", "2")
     coordinator = deploy.cloud.coordinator()
     client = deploy.clients["alice"]
+    deploy.cloud.servers[coordinator].pause()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -286,8 +286,10 @@ def test_coordinator_killed_during_a_share(deploy):
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(0.1)
+    time.sleep(0.6)
+    assert proc.poll() is None  # the accept is looking carol up when the coordinator dies
     deploy.cloud.servers[coordinator].kill()
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err + deploy.logs()
+    assert json.loads(out)["result"]["delivered"] is True
     assert deploy.ok("carol", "view", enc["image_id"])["views_left"] == 1
