@@ -289,6 +289,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
                 out.write(f"kept the working directory {workdir}\n")
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
+            if code != 0 and not args.out:
+                shutil.rmtree(outdir, ignore_errors=True)  # a story cut short leaves nothing behind
             out.write("every process the demo started has been stopped.\n")
             out.flush()
     return code
