@@ -250,8 +250,6 @@ def _embed_words(
         valid = np.where(inside, np.uint64(0xFFFFFFFFFFFFFFFF), np.uint64(0))
     copying = flat is not source
     all_words = flat[: nb * BLOCK].view("<u8")
-    # Lane i of a target word is bit 7-i of its byte: unpackbits writes bits most significant first.
-    target_all = np.unpackbits(per_block.reshape(-1)).view("<u8")
     rows = max(1, _CHUNK_WORDS // nu)
     scratch = _Scratch((min(rows, nb), nu))
     for r0 in range(0, nb, rows):  # a loop over chunks of blocks, each chunk vectorised
@@ -262,8 +260,9 @@ def _embed_words(
         index = _word_indices(lay, rank_of_phys, u0, nu, r0, r1, out=scratch.view("index", n))
         words = all_words[index]
         chunk_valid = None if valid is None else valid[r0:r1].reshape(-1)
-        # target_all's slice is used up here: _match_words overwrites it.
-        all_words[index] = _match_words(words, target_all[r0 * nu : r1 * nu], rng, chunk_valid, scratch)
+        # Lane i of a target word is bit 7-i of its byte: unpackbits writes bits most significant first.
+        target = np.unpackbits(per_block[r0:r1].reshape(-1)).view("<u8")
+        all_words[index] = _match_words(words, target, rng, chunk_valid, scratch)
     if copying:
         flat[nb * BLOCK :] = source[nb * BLOCK :]
 
