@@ -88,6 +88,16 @@ def _views(low: int) -> Callable[[str], int]:
     return parse
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds, got {text}")
+    return value
+
+
 def _existing_file(text: str) -> str:
     path = os.path.abspath(os.path.expanduser(text))
     if not os.path.isfile(path):
@@ -142,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("user")
     s.add_argument("image", help="the owner's image id or name")
     s.add_argument("--views", type=_views(1), required=True)
+    s.add_argument("--wait", type=_seconds, metavar="SECONDS", help="wait for the answer and the image")
 
     add("inbox", "requests made to you as an owner")
     s = add("accept", "accept a request: the image goes peer to peer")
@@ -157,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("more-views", "ask the owner for more views")
     s.add_argument("image")
     s.add_argument("views", type=_views(1))
+    s.add_argument("--wait", type=_seconds, metavar="SECONDS", help="wait for the owner's answer")
 
     s = add("set-views", "set how many views a viewer may use in total (0 takes them all back)")
     s.add_argument("user")
@@ -275,10 +287,19 @@ def format_result(command: str, r: dict[str, Any]) -> str:
         how = "sent to" if r["delivery"] == "peer" else "queued in the directory (offline) for"
         more = "more " if command == "more-views" else ""
         name = r.get("image_name") or r["image_id"]
-        return (
+        text = (
             f"Request {r['request_id']} for {r['views']} {more}view{'s' if r['views'] != 1 else ''} "
             f"of {name} {how} {r['owner']}."
         )
+        waited = {
+            "received": f"\n{r['owner']} accepted: {name} received, {_fmt_views(r.get('views_left'))} left.",
+            "rejected": f"\n{r['owner']} rejected the request.",
+            "failed": "\nThe owner accepted but the transfer failed; it resumes on its own.",
+            "sent": "\nNo answer yet; `cloudp2p images` shows when it arrives.",
+            "queued": "\nNo answer yet; `cloudp2p images` shows when it arrives.",
+            "fetching": "\nStill receiving; `cloudp2p images` shows when it arrives.",
+        }
+        return text + waited.get(r.get("state", ""), "")
     if command == "inbox":
         if not r["requests"]:
             return "No request."
@@ -368,13 +389,13 @@ def _request(args: argparse.Namespace, stdin: TextIO) -> tuple[str, dict[str, An
     if c in ("publish", "unpublish", "view"):
         return c, {"image": args.image}
     if c == "request":
-        return c, {"user": args.user, "image": args.image, "views": args.views}
+        return c, {"user": args.user, "image": args.image, "views": args.views, "wait": args.wait}
     if c == "accept":
         return c, {"request_id": args.request_id, "views": args.views}
     if c == "reject":
         return c, {"request_id": args.request_id}
     if c == "more-views":
-        return c, {"image": args.image, "views": args.views}
+        return c, {"image": args.image, "views": args.views, "wait": args.wait}
     if c == "set-views":
         return c, {"user": args.user, "image": args.image, "views": args.views}
     if c == "revoke":

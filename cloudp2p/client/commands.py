@@ -69,6 +69,15 @@ def arg_views(
     return value
 
 
+def arg_wait(args: dict[str, Any]) -> float:
+    value = args.get("wait")
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 86400:
+        raise cerr.InvalidArgument(f"(wait must be a number of seconds from 0 to 86400, got {value!r})")
+    return float(value)
+
+
 def arg_user(args: dict[str, Any], name: str = "user") -> str:
     value = arg_str(args, name, limit=64)
     assert value is not None
@@ -447,10 +456,40 @@ class Stories:
         self.d.require_token()
         if owner.lower() == (self.d.username or "").lower():
             raise cerr.InvalidArgument("(you own your images already; `cloudp2p view` shows them)")
+        wait = arg_wait(args)
         info = await self.d.lookup(owner, fresh=True)
         owner = info["username"]
         image_id, name = self._catalog_image(owner, ref)
-        return await self._ask(owner, image_id, name, views, "share")
+        result = await self._ask(owner, image_id, name, views, "share")
+        return await self._wait_answer(result, wait, progress)
+
+    async def _wait_answer(self, result: dict[str, Any], wait: float, progress: Progress) -> dict[str, Any]:
+        """With ``--wait S``: stay until the owner answered and the copy arrived (progress bar), or S s."""
+        rid = result["request_id"]
+        if wait <= 0:
+            return result
+        deadline = self.d.reactor.seconds() + wait
+        state = "sent"
+        record: dict[str, Any] | None = None
+        while self.d.reactor.seconds() < deadline:
+            record = self.state.get("outbox", rid)
+            state = record["state"] if record else "gone"
+            # the owner's offer names the image (a request by id did not know the name)
+            label = f"receiving {(record or result)['image_name']} from {result['owner']}"
+            if rid in self.fetch_progress:
+                progress(label, *self.fetch_progress[rid])
+            if state in ("received", "rejected", "gone") or (state == "failed" and rid not in self._fetching):
+                break
+            await self.sleep(0.1)
+        if state == "received":
+            copy = self.state.get("received", result["image_id"]) or {}
+            total = (record or {}).get("transfer", {}).get("size", 0)
+            if total:
+                progress(f"receiving {copy.get('name')} from {result['owner']}", total, total)
+            result["views_left"] = copy.get("views_left")
+            result["image_name"] = copy.get("name", result["image_name"])
+        result["state"] = state
+        return result
 
     async def _ask(self, owner: str, image_id: str, name: str, views: int, kind: str) -> dict[str, Any]:
         request_id = os.urandom(4).hex()
@@ -491,8 +530,10 @@ class Stories:
     async def cmd_more_views(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
         image_id, record = self._find("received", arg_str(args, "image") or "", "received images")
         views = arg_views(args)
+        wait = arg_wait(args)
         self.d.require_token()
-        return await self._ask(record["owner"], image_id, record["name"], views, "more")
+        result = await self._ask(record["owner"], image_id, record["name"], views, "more")
+        return await self._wait_answer(result, wait, progress)
 
     # -- requests (owner side) -----------------------------------------------------------------------
 

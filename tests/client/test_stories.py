@@ -347,3 +347,33 @@ def test_restarted_daemon_keeps_its_session_and_catches_up(world, tmp_path):
     world.net.run(5)
     assert world.directory.queue == []  # fetched, applied and acknowledged after the first heartbeat
     assert world.directory.online("alice") and alice.daemon.reachable
+
+
+def test_request_wait_stays_until_the_copy_has_arrived(world, tmp_path):
+    from twisted.internet import defer
+
+    alice = world.signed_up("alice")
+    enc = alice.cmd("encrypt", path=_image(tmp_path))
+    bob = world.signed_up("bob")
+    bars = []
+    args = {"user": "alice", "image": enc["image_id"], "views": 2, "wait": 30}
+    waiting = defer.Deferred.fromCoroutine(bob.stories.cmd_request(args, lambda *bar: bars.append(bar)))
+    world.net.run(0.5)
+    assert not waiting.called
+    (req,) = alice.cmd("inbox")["requests"]
+    alice.cmd("accept", request_id=req["request_id"])
+    result = world.run(waiting)
+    assert result["state"] == "received" and result["views_left"] == 2
+    label, done, total = bars[-1]
+    assert label == "receiving cat.png from alice" and done == total > 0
+
+
+def test_request_wait_gives_up_after_the_time_given(world, tmp_path):
+    alice = world.signed_up("alice")
+    enc = alice.cmd("encrypt", path=_image(tmp_path))
+    bob = world.signed_up("bob")
+    result = bob.cmd("request", user="alice", image=enc["image_id"], views=1, wait=2)
+    assert result["state"] == "sent"
+    assert isinstance(
+        bob.fails("request", user="alice", image=enc["image_id"], views=1, wait=-1), cerr.InvalidArgument
+    )

@@ -103,6 +103,47 @@ def test_request_reaches_an_offline_owner_at_sign_in(deploy):
     assert deploy.ok("bob", "view", enc["image_id"])["shown"] == "image"
 
 
+def test_request_wait_shows_the_image_arriving(deploy):
+    for who in ("alice", "carol"):
+        deploy.ensure_up(who)
+    enc = deploy.ok("alice", "encrypt", deploy.image("waited"))
+    client = deploy.clients["carol"]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cloudp2p.client.cli",
+            "--home",
+            client.home,
+            "request",
+            "alice",
+            enc["image_id"],
+            "--views",
+            "2",
+            "--wait",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    pending = []
+    while not pending and time.monotonic() < deadline:
+        pending = [
+            r
+            for r in deploy.ok("alice", "inbox")["requests"]
+            if r["from"] == "carol" and r["image_id"] == enc["image_id"] and r["state"] == "pending"
+        ]
+        time.sleep(0.1)
+    assert pending, "carol's request never reached alice"
+    deploy.ok("alice", "accept", pending[0]["request_id"])
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "alice accepted" in out and "2 views left" in out
+    assert f"receiving {enc['name']} from alice [" in err and "100%" in err  # the progress bar
+
+
 def test_reject(deploy):
     for who in ("alice", "carol"):
         deploy.ensure_up(who)
