@@ -112,12 +112,15 @@ def _by_words(lay: Layout, nbytes: int) -> bool:
 
 
 def _word_indices(
-    lay: Layout, rank_of_phys: np.ndarray, u0: int, nu: int, r0: int, r1: int, out: np.ndarray | None = None
+    sub: np.ndarray, classes: np.ndarray, r0: int, r1: int, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """Indices of the group words of bytes u0..u0+nu-1 in physical blocks r0..r1-1, flat, block-major."""
-    sub = np.ascontiguousarray(lay.pi[:, u0 : u0 + nu])
+    """Indices of the region's group words in physical blocks r0..r1-1, flat, block-major.
+
+    ``sub`` is ``pi[:, u0:u0+nu]`` (contiguous), ``classes`` each physical block's class.
+    """
+    nu = sub.shape[1]
     shaped = None if out is None else out.reshape(r1 - r0, nu)
-    index = np.take(sub, rank_of_phys[r0:r1] % CLASSES, axis=0, out=shaped)
+    index = np.take(sub, classes[r0:r1], axis=0, out=shaped)
     index += (np.arange(r0, r1, dtype=np.intp) * GROUPS)[:, None]
     return index.reshape(-1)
 
@@ -219,17 +222,24 @@ def _edges(lay: Layout, m0: int, m1: int) -> tuple[int, int, int, int]:
 
 
 @functools.lru_cache(maxsize=16)
-def _block_ranks(lay: Layout) -> np.ndarray:
-    """The rank of every physical block (``beta`` inverted): nblocks int32, 1/128 of the image's size."""
+def _block_ranks(lay: Layout) -> tuple[np.ndarray, np.ndarray]:
+    """Every physical block's rank (``beta`` inverted) and class (rank % 64), cached per layout.
+
+    nblocks int32 + intp: 1/40 of the image's size, computed once per key and size.
+    """
     ranks = lay.beta.inverse(np.arange(lay.nblocks, dtype=np.int32))
+    classes = (ranks % CLASSES).astype(np.intp)
     ranks.flags.writeable = False
-    return ranks
+    classes.flags.writeable = False
+    return ranks, classes
 
 
 def _grid_setup(lay: Layout, m0: int, m1: int):
     nb = lay.nblocks
     u0, nu, lo, hi = _edges(lay, m0, m1)
-    return nb, u0, nu, lo, hi, _block_ranks(lay)
+    ranks, classes = _block_ranks(lay)
+    sub = np.ascontiguousarray(lay.pi[:, u0 : u0 + nu], dtype=np.intp)
+    return nb, nu, lo, hi, ranks, classes, sub
 
 
 _CHUNK_WORDS = 1 << 15  # 256 KiB of words per step, so that the work stays in cache
@@ -239,7 +249,7 @@ def _embed_words(
     source: np.ndarray, flat: np.ndarray, lay: Layout, payload: bytes, m0: int, m1: int, rng
 ) -> None:
     """The word path: ``flat`` (``source`` itself, or a new array to fill from it) gets the region."""
-    nb, u0, nu, lo, hi, rank_of_phys = _grid_setup(lay, m0, m1)
+    nb, nu, lo, hi, rank_of_phys, classes, sub = _grid_setup(lay, m0, m1)
     grid = np.zeros(nu * nb, dtype=np.uint8)
     grid[lo:hi] = np.frombuffer(payload, dtype=np.uint8)
     per_block = np.ascontiguousarray(grid.reshape(nu, nb)[:, rank_of_phys].T)  # (nb, nu), physical order
@@ -257,7 +267,7 @@ def _embed_words(
         n = (r1 - r0) * nu
         if copying:
             flat[r0 * BLOCK : r1 * BLOCK] = source[r0 * BLOCK : r1 * BLOCK]
-        index = _word_indices(lay, rank_of_phys, u0, nu, r0, r1, out=scratch.view("index", n))
+        index = _word_indices(sub, classes, r0, r1, out=scratch.view("index", n))
         words = all_words[index]
         chunk_valid = None if valid is None else valid[r0:r1].reshape(-1)
         # Lane i of a target word is bit 7-i of its byte: unpackbits writes bits most significant first.
@@ -289,8 +299,8 @@ def extract(stego: np.ndarray, key: bytes, nbytes: int, *, start: int = 0) -> by
     if not _by_words(lay, m1 - m0):
         pos = positions(key, flat.size, 8 * m0, 8 * (m1 - m0))
         return np.packbits(flat[pos] & 1).tobytes()
-    nb, u0, nu, lo, hi, rank_of_phys = _grid_setup(lay, m0, m1)
-    index = _word_indices(lay, rank_of_phys, u0, nu, 0, nb)
+    nb, nu, lo, hi, rank_of_phys, classes, sub = _grid_setup(lay, m0, m1)
+    index = _word_indices(sub, classes, 0, nb)
     words = np.take(flat[: nb * BLOCK].view("<u8"), index).reshape(nb, nu)
     per_block = (((words & _LANES_LSB) * _PACK) >> _FIFTY_SIX).astype(np.uint8)  # (nb, nu)
     grid = np.empty((nu, nb), dtype=np.uint8)
