@@ -57,6 +57,15 @@ def test_share_view_countdown_cover_more_views(deploy):
     # the text output a person reads
     text = deploy.clients["bob"].run("images", json=False)
     assert text.ok and "1 view left" in text.stdout
+    # everything in the homes is private: directories 0700, files 0600 (the socket too)
+    for who in ("alice", "bob"):
+        for root, dirs, files in os.walk(deploy.clients[who].home):
+            for d in dirs:
+                assert os.stat(os.path.join(root, d)).st_mode & 0o777 == 0o700, os.path.join(root, d)
+            for f in files:
+                path = os.path.join(root, f)
+                if not os.path.islink(path):  # control.sock.lock is twistd's lock symlink
+                    assert os.stat(path).st_mode & 0o777 == 0o600, path
 
 
 def test_revoke_and_set_views_while_viewer_offline(deploy):
