@@ -67,7 +67,7 @@ def replace_sequential(cover: np.ndarray, fraction: float, rng: np.random.Genera
 
 def project_embed(cover: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
     payload = rng.bytes(int(engine.capacity_bits(cover.shape) // 8 * fraction))
-    return engine.embed(cover, payload, rng.bytes(32))
+    return engine.embed(cover, payload, rng.bytes(32), rng_seed=rng.bytes(16))
 
 
 def main(argv: list[str] | None = None) -> None:
