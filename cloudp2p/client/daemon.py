@@ -375,6 +375,14 @@ class ClientDaemon:
                 return None
             description = await handler(msg, addr)
             self.state.mark_applied(msg.id, now)
+            self.log.info(
+                "applied {type} {id} from {sender} ({via}): {what}",
+                type=msg.type,
+                id=msg.id,
+                sender=msg.sender,
+                via="peer" if addr is not None else "directory queue",
+                what=description or "nothing to do",
+            )
             return description
         finally:
             del self._applying[msg.id]
