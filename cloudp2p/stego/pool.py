@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 KINDS = ("process", "thread")
@@ -76,8 +76,20 @@ class WorkPool:
             return defer.fail(RuntimeError("the work pool is shut down"))
         return self._semaphore.run(self._submit, fn, *args)
 
+    def _forget_broken(self, executor: concurrent.futures.Executor) -> None:
+        """A worker process died (killed, out of memory): the next job gets a fresh pool."""
+        if self._executor is executor:
+            self.log.emit(LogLevel.warn, "a stego worker process died; starting a new pool for the next job")
+            executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
     def _submit(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
-        future = self._get_executor().submit(fn, *args)
+        executor = self._get_executor()
+        try:
+            future = executor.submit(fn, *args)
+        except concurrent.futures.BrokenExecutor:
+            self._forget_broken(executor)
+            future = self._get_executor().submit(fn, *args)
 
         def cancel(d: defer.Deferred[Any]) -> None:
             future.cancel()  # only works before it started; a running job finishes and is ignored
@@ -92,6 +104,8 @@ class WorkPool:
                 return
             error = done.exception()
             if error is not None:
+                if isinstance(error, concurrent.futures.BrokenExecutor):
+                    self._forget_broken(executor)
                 d.errback(Failure(error))
             else:
                 d.callback(done.result())

@@ -1,5 +1,6 @@
 """The work pool: heavy work runs off the reactor thread, bounded, results come back on the reactor."""
 
+import os
 import threading
 import time
 
@@ -22,6 +23,10 @@ def heavy_embed(rounds: int) -> int:
 
 def fail(message: str) -> None:
     raise KeyError(message)
+
+
+def die() -> None:
+    os._exit(9)  # a worker process killed in the middle of a job
 
 
 @pytest_twisted.inlineCallbacks
@@ -107,6 +112,20 @@ def test_the_reactor_keeps_ticking_during_a_heavy_encode_in_a_process():
     gaps = np.diff(ticks)
     assert len(ticks) > elapsed / 0.02 * 0.5
     assert gaps.max() < 0.2  # cluster heartbeats are every 0.2 s, suspicion after 1.0 s
+
+
+@pytest.mark.slow
+@pytest_twisted.inlineCallbacks
+def test_a_dead_worker_process_fails_its_job_and_the_pool_recovers():
+    from concurrent.futures.process import BrokenProcessPool
+
+    work = pool.WorkPool(reactor, max_workers=1, kind="process")
+    try:
+        with pytest.raises(BrokenProcessPool):
+            yield work.run(die)
+        assert (yield work.run(sum, [1, 2])) == 3
+    finally:
+        work.shutdown()
 
 
 @pytest_twisted.inlineCallbacks
