@@ -50,11 +50,18 @@ CLIENT_EXIT_CODES: dict[type[CloudP2PError], int] = {
     cerr.PeerMessageError: 22,
 }
 
+# Other areas' errors that the daemon passes on, by class name (the command stays import-light):
+# cloudp2p.encryption.errors.EncryptionError (not shared with you, damaged or tampered with, forged
+# rights) exits like AccessDenied, cloudp2p.transfer.errors.TransferError like TransferFailed.
+FOREIGN_EXIT_CODES = {"EncryptionError": 20, "TransferError": 19}
+
 
 def exit_code_for(error: BaseException) -> int:
     for cls in type(error).__mro__:
         if cls in CLIENT_EXIT_CODES:
             return CLIENT_EXIT_CODES[cls]
+        if cls.__name__ in FOREIGN_EXIT_CODES and cls.__module__.startswith("cloudp2p."):
+            return FOREIGN_EXIT_CODES[cls.__name__]
     return 1
 
 

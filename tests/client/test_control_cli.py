@@ -364,3 +364,13 @@ def test_control_garbage_lines_get_error_replies_never_a_crash(lines):
     assert len(finals) == len(lines)  # one reply per line, whatever it held
     assert all(r["ok"] is False and r["error"]["type"] == "ControlProtocolError" for r in finals)
     assert not transport.disconnecting
+
+
+def test_other_areas_errors_have_exit_codes():
+    from cloudp2p.encryption.errors import CorruptContainerError, WrongKeyError
+    from cloudp2p.transfer.errors import TransferTimeout
+
+    assert cli.exit_code_for(WrongKeyError()) == cli.exit_code_for(cerr.AccessDenied()) == 20
+    assert cli.exit_code_for(CorruptContainerError()) == 20
+    assert cli.exit_code_for(TransferTimeout()) == cli.exit_code_for(cerr.TransferFailed()) == 19
+    assert cli.exit_code_for(ValueError()) == 1

@@ -170,7 +170,7 @@ def test_carol_cannot_view_bobs_copy(deploy):
     bobs = {r["image_id"]: r for r in deploy.ok("bob", "images")["received"]}[image_id]["path"]
     stolen = os.path.join(deploy.workdir, "stolen-copy.png")
     shutil.copyfile(bobs, stolen)
-    result = deploy.fails("carol", "view", stolen)
+    result = deploy.fails("carol", "view", stolen, code=CLIENT_EXIT_CODES[cerr.AccessDenied])
     assert "not shared with you" in result.stderr
     deploy.fails("carol", "view", image_id, code=CLIENT_EXIT_CODES[cerr.UnknownImage])
     # bob still has both views
@@ -218,7 +218,7 @@ def test_tampered_copy_is_refused(deploy):
         arr = __import__("numpy").array(im)
     arr ^= 1  # flip every least significant bit: every hidden byte changes
     Image.fromarray(arr).save(copy, format="PNG")
-    result = deploy.fails("bob", "view", image_id)
+    result = deploy.fails("bob", "view", image_id, code=CLIENT_EXIT_CODES[cerr.AccessDenied])
     assert "damaged" in result.stderr or "not" in result.stderr
 
 
