@@ -61,10 +61,18 @@ class WorkPool:
         if self._executor is None:
             if self.kind == "process":
                 method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-                self._executor = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=self.max_workers, mp_context=multiprocessing.get_context(method)
-                )
-            else:
+                try:
+                    self._executor = concurrent.futures.ProcessPoolExecutor(
+                        max_workers=self.max_workers, mp_context=multiprocessing.get_context(method)
+                    )
+                except (ImportError, NotImplementedError, OSError) as e:
+                    # No working multiprocessing here (no sem_open, a sandbox...): threads still keep
+                    # the reactor free, because numpy, zlib and Pillow release the GIL.
+                    self.log.emit(
+                        LogLevel.warn, "no process pool ({error}); hiding images in threads", error=str(e)
+                    )
+                    self.kind = "thread"
+            if self._executor is None:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
                     max_workers=self.max_workers, thread_name_prefix="cloudp2p-stego"
                 )

@@ -143,3 +143,17 @@ def test_bad_settings_are_refused():
         pool.WorkPool(reactor, kind="fibers")
     with pytest.raises(ValueError):
         pool.WorkPool(reactor, max_workers=0)
+
+
+@pytest_twisted.inlineCallbacks
+def test_without_process_pools_it_falls_back_to_threads(monkeypatch):
+    import concurrent.futures
+
+    def unavailable(*args, **kwargs):
+        raise NotImplementedError("no sem_open on this platform")
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", unavailable)
+    work = pool.WorkPool(reactor, max_workers=1, kind="process")
+    names = yield work.run(lambda: threading.current_thread().name)
+    assert work.kind == "thread" and names.startswith("cloudp2p-stego")
+    work.shutdown()
