@@ -16,6 +16,8 @@ from cloudp2p.client import errors as cerr
 from cloudp2p.client.cli import CLIENT_EXIT_CODES
 from cloudp2p.errors import InvalidImage, RequestFailed
 
+from .conftest import png_bytes
+
 
 def _read(path):
     with open(path, "rb") as f:
@@ -86,6 +88,59 @@ def test_revoke_and_set_views_while_viewer_offline(deploy):
     login = deploy.ok("bob", "login", password=True)
     assert any("set your views" in line for line in login["applied"])
     assert deploy.ok("bob", "view", image_id)["views_left"] == 3
+
+
+def test_own_cover_unpublish_and_open_in_the_system_viewer(deploy, tmp_path):
+    from PIL import Image
+
+    for who in ("alice", "bob"):
+        deploy.ensure_up(who)
+    cover = tmp_path / "my-cover.png"
+    cover.write_bytes(png_bytes(4242, (320, 240)))
+    enc = deploy.ok(
+        "alice", "encrypt", deploy.image("own-cover"), "--cover", str(cover), "--name", "mine.png"
+    )
+    assert enc["name"] == "mine.png"
+    with Image.open(enc["encrypted"]) as im:
+        assert im.size == (320, 240)  # hidden in the cover alice chose
+    deploy.ok("alice", "publish", "mine.png")
+    offered = {
+        im["name"]
+        for u in deploy.ok("bob", "users")["users"]
+        if u["username"] == "alice"
+        for im in u["images"]
+    }
+    assert "mine.png" in offered
+    deploy.ok("alice", "unpublish", "mine.png")
+    offered = {
+        im["name"]
+        for u in deploy.ok("bob", "users")["users"]
+        if u["username"] == "alice"
+        for im in u["images"]
+    }
+    assert "mine.png" not in offered
+    # `view --open` hands the decoded file to the desktop's viewer (xdg-open; a stand-in here)
+    name, image_id = deploy.share("alice", "bob", 1, "opened")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    opened = tmp_path / "opened.txt"
+    (bin_dir / "xdg-open").write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    (bin_dir / "xdg-open").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    home = deploy.clients["bob"].home
+    done = subprocess.run(
+        [sys.executable, "-m", "cloudp2p.client.cli", "--home", home, "--json", "view", image_id, "--open"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    path = json.loads(done.stdout)["result"]["path"]
+    deadline = time.monotonic() + 10
+    while not opened.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert opened.read_text().strip() == path
 
 
 def test_set_views_online_applies_at_once(deploy):
