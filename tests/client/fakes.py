@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
-import os
 import secrets
 import uuid
 from typing import Any
@@ -313,8 +312,3 @@ class FakeCloud:
 def sync_runner(f: Any, *args: Any, **kwargs: Any) -> defer.Deferred:
     """Blocking work run inline (unit tests on task.Clock have no thread pool)."""
     return defer.maybeDeferred(f, *args, **kwargs)
-
-
-def short_tmp(tmp_path: Any) -> str:
-    """A home path short enough for a UNIX socket."""
-    return os.fspath(tmp_path)
