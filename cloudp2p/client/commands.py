@@ -22,6 +22,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -30,6 +31,8 @@ from cloudp2p.client.daemon import ClientDaemon
 from cloudp2p.client.identity import b64, unb64
 from cloudp2p.client.images import check_image, make_thumbnail
 from cloudp2p.client.peer import MAX_VIEWS, PeerMessage, valid_username
+from cloudp2p.encryption import keywrap
+from cloudp2p.encryption.errors import WrongKeyError
 from cloudp2p.errors import CloudUnreachable, RequestFailed
 
 Progress = Callable[[str, int, int], None]
@@ -156,6 +159,7 @@ class Stories:
         self._offers: dict[str, tuple[Any, defer.Deferred[None], Any]] = {}
         self._fetching: dict[str, defer.Deferred[Any]] = {}
         self.fetch_progress: dict[str, tuple[int, int]] = {}
+        self.control_counters: Any = None  # the control socket's counters (set by the tap)
         daemon.online_hooks.append(self.resume_fetches)
 
     @property
@@ -270,9 +274,9 @@ class Stories:
             if not isinstance(image_id, str) or not _UUID.match(image_id):
                 raise RequestFailed("bad_reply", f"the cloud sent an unusable image id {image_id!r:.60}")
             try:
-                content_key = unb64(reply.get("content_key"), length=32)
+                content_key = keywrap.open_reply_key(reply, self.d.identity.x25519)
                 _check_meta(reply.get("result"))
-            except ValueError as e:
+            except (ValueError, WrongKeyError) as e:
                 raise RequestFailed("bad_reply", f"the cloud's encrypt reply is not usable: {e}") from None
             target = self.d.home.sub("encrypted") / f"{image_id}.png"
             label = f"downloading {name} (encrypted)"
@@ -1194,7 +1198,20 @@ class Stories:
             pass
         except RequestFailed as e:
             cloud.update(reachable=True, error=str(e))
-        return {"me": me, "cloud": cloud}
+        return {"me": me, "cloud": cloud, "counters": self.counters()}
+
+    def counters(self) -> dict[str, Any]:
+        """What the daemon's listeners refused or dropped (for operators and the fuzzer)."""
+        messenger = self.d.messenger
+        out: dict[str, Any] = {
+            "peer_rejected": messenger.protocol.rejected if messenger else 0,
+            "peer_dropped": messenger.dropped if messenger else 0,
+            "control": dict(self.control_counters) if self.control_counters is not None else {},
+        }
+        stats = getattr(self.d.transfers, "stats", None)
+        if stats is not None:
+            out["transfer"] = attrs.asdict(stats)
+        return out
 
     async def cmd_shutdown(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
         token = self.d.token

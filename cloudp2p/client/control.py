@@ -24,6 +24,7 @@ import os
 import re
 import socket
 import struct
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -107,10 +108,12 @@ class ControlProtocol(LineOnlyReceiver):
             if not isinstance(cmd, str) or not isinstance(args, dict):
                 raise ValueError("cmd must be a string and args an object")
         except (UnicodeDecodeError, ValueError) as e:
+            self._count("bad_lines")
             self._send(error_reply(None, ControlProtocolError(f"bad request line: {e}")))
             return
         command = self.commands.get(cmd)
         if command is None:
+            self._count("unknown_commands")
             err = ControlProtocolError(f"unknown command {cmd!r}; known: {', '.join(sorted(self.commands))}")
             self._send(error_reply(request_id, err))
             return
@@ -123,18 +126,26 @@ class ControlProtocol(LineOnlyReceiver):
         try:
             result = await command(args, progress)
         except CloudP2PError as e:
+            self._count("failed")
             self.log.info("{cmd} failed: {error}", cmd=cmd, error=str(e))
             self._send(error_reply(request_id, e))
             return
         except Exception:
+            self._count("bugs")
             self.log.failure("{cmd} failed with a bug", cmd=cmd)
             self._send(error_reply(request_id, CloudP2PError("internal error in the daemon; see its log")))
             return
         self._send({"id": request_id, "ok": True, "result": result})
 
     def lineLengthExceeded(self, line: bytes) -> None:
+        self._count("long_lines")
         self._send(error_reply(None, ControlProtocolError(f"request line longer than {MAX_LINE} bytes")))
         self.transport.loseConnection()
+
+    def _count(self, what: str) -> None:
+        counters = getattr(getattr(self, "factory", None), "counters", None)
+        if counters is not None:
+            counters[what] += 1
 
     def _send(self, obj: dict[str, Any]) -> None:
         if self.transport is None or getattr(self.transport, "disconnected", False):
@@ -146,6 +157,8 @@ class ControlFactory(Factory):
     def __init__(self, commands: dict[str, Command], allowed_uid: int | None = None) -> None:
         self.commands = commands
         self.allowed_uid = os.getuid() if allowed_uid is None else allowed_uid
+        # bad_lines, unknown_commands, long_lines, failed (a command raised), bugs: shown by `status`
+        self.counters: Counter[str] = Counter()
 
     def buildProtocol(self, addr: Any) -> ControlProtocol:
         p = ControlProtocol(self.commands, self.allowed_uid)

@@ -123,7 +123,9 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     endpoint = endpoints.serverFromString(
         reactor, f"unix:{endpoints.quoteStringArgument(path)}:mode=600:lockfile=1"
     )
-    control = StreamServerEndpointService(endpoint, ControlFactory(stories.commands()))
+    factory = ControlFactory(stories.commands())
+    stories.control_counters = factory.counters
+    control = StreamServerEndpointService(endpoint, factory)
     control._raiseSynchronously = True
     control.setServiceParent(top)
     ReadyService(daemon, path).setServiceParent(top)
