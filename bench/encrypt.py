@@ -34,6 +34,8 @@ from typing import Any
 
 from twisted.internet import defer, task
 
+from cloudp2p.encryption import keywrap
+
 LOCAL = "127.0.0.1"
 PHOTO_BYTES = 1_000_000
 PHOTO_SOURCE = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "coffee.png")
@@ -89,7 +91,9 @@ class Client:
             (LOCAL, meta["port"]), meta["transfer_id"], meta["size"], meta["sha256"]
         )
         elapsed = time.monotonic() - started
-        if len(base64.b64decode(reply["content_key"])) != 32 or not png.startswith(b"\x89PNG"):
+        if len(base64.b64decode(reply["content_key_sealed"])) != keywrap.SEALED_SIZE or not png.startswith(
+            b"\x89PNG"
+        ):
             raise RuntimeError("bad encrypt reply")
         return elapsed, reply, len(png)
 

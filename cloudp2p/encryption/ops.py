@@ -10,7 +10,9 @@ args::
 reply::
 
     {"image_id": UUID, "result": {"port", "transfer_id", "size", "sha256"},
-     "content_key": base64 (32 bytes), "payload_hash": base64 (32 bytes),
+     "content_key_sealed": base64 (the 32-byte content key sealed for the owner's
+     registered X25519 key, cloudp2p.encryption.keywrap, bound to the image id),
+     "payload_hash": base64 (32 bytes), "host": the server's transfer address or null,
      "cover": how the cover was chosen, "psnr": dB, "owner_id": user id, "name": str}
 
 The result stays offered for ``[encryption] result_ttl`` seconds (closed
@@ -33,6 +35,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from cloudp2p.encryption import keywrap
 from cloudp2p.encryption.errors import EncryptionError
 from cloudp2p.encryption.service import EncryptionEngine
 from cloudp2p.errors import CloudP2PError, InvalidImage
@@ -92,6 +95,17 @@ async def _fetch(ctx: RequestContext, engine: EncryptionEngine, meta: dict[str, 
         raise OpError("transfer_failed", f"fetching the {name} failed: {e}") from None
 
 
+def _transfer_host(server: Any) -> str | None:
+    """The address clients fetch results from, when this server knows it (a specific interface)."""
+    config = getattr(server, "config", None) or {}
+    interface = config.get("transfer", {}).get("interface")
+    client_listen = config.get("server", {}).get("client_listen") or (None, None)
+    for host in (interface, client_listen[0]):
+        if isinstance(host, str) and host not in ("0.0.0.0", "::", ""):
+            return host
+    return None
+
+
 def offer_meta(offer: Any) -> dict[str, Any]:
     return {"port": offer.port, "transfer_id": offer.transfer_id, "size": offer.size, "sha256": offer.sha256}
 
@@ -109,7 +123,8 @@ async def encrypt(ctx: RequestContext, args: JSONDict) -> JSONDict:
     name = args.get("name", "")
     if not isinstance(name, str) or len(name) > MAX_NAME:
         raise _bad(f"name must be a string of at most {MAX_NAME} characters")
-    owner_id = await engine.authenticate(getattr(ctx.server, "directory", None), token)
+    owner = await engine.authenticate(getattr(ctx.server, "directory", None), token)
+    owner_id = owner.user_id
 
     secret = await _fetch(ctx, engine, image, "image")
     cover = None if cover_meta is None else await _fetch(ctx, engine, cover_meta, "cover")
@@ -137,12 +152,16 @@ async def encrypt(ctx: RequestContext, args: JSONDict) -> JSONDict:
     reply = {
         "image_id": sealed.image_id,
         "result": offer_meta(offer),
-        "content_key": base64.b64encode(sealed.content_key).decode("ascii"),
+        # Never the key in clear: this reply crosses UDP and is cached by every server.
+        "content_key_sealed": base64.b64encode(
+            keywrap.seal_key(sealed.content_key, owner.x25519, sealed.image_id.encode("ascii"))
+        ).decode("ascii"),
         "payload_hash": base64.b64encode(sealed.payload_hash).decode("ascii"),
         "cover": sealed.cover,
         "psnr": None if sealed.psnr is None or sealed.psnr == float("inf") else round(sealed.psnr, 2),
         "owner_id": owner_id,
         "name": name,
+        "host": _transfer_host(ctx.server),
     }
     del sealed  # the server forgets the key: only the reply (to this client) holds it now
     return reply

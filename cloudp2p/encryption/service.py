@@ -10,9 +10,11 @@ fetched or expire.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -20,16 +22,33 @@ from cloudp2p.encryption import container
 from cloudp2p.encryption.config import SECTION
 from cloudp2p.ops import OpError
 
-Authenticator = Callable[[Any, str], Awaitable[str]]
 JobRunner = Callable[..., "defer.Deferred[Any]"]
 
 
-async def directory_authenticator(directory: Any, token: str) -> str:
-    """The user id behind a session token (``Store.session_user``); ``OpError`` if there is none."""
-    session_user = getattr(directory, "session_user", None)
-    if session_user is None:
+@attrs.frozen
+class Owner:
+    """The signed-in user an ``encrypt`` acts for, with the key the content key is sealed to."""
+
+    user_id: str
+    x25519: bytes  # raw 32-byte public key registered in the directory
+
+
+Authenticator = Callable[[Any, str], Awaitable[Owner]]
+
+
+async def directory_authenticator(directory: Any, token: str) -> Owner:
+    """The user behind a session token and their registered X25519 key; ``OpError`` if none."""
+    if directory is None or getattr(directory, "session_user", None) is None:
         raise OpError("unavailable", "this server has no directory to check sessions; try again")
-    return await session_user(token)
+    user_id = await directory.session_user(token)
+    user = await directory.lookup_user(token, user_id=user_id)
+    try:
+        x25519 = base64.b64decode(user["keys"]["x25519"], validate=True)
+    except (KeyError, TypeError, ValueError):
+        x25519 = b""
+    if len(x25519) != 32:
+        raise OpError("bad_keys", "your registered public key is unusable; register again")
+    return Owner(user_id, x25519)
 
 
 def _pool_runner(reactor: Any, workers: int) -> tuple[JobRunner, Callable[[], None]]:

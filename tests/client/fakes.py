@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 from twisted.internet import defer
 
+from cloudp2p.encryption import keywrap
 from cloudp2p.errors import CloudUnreachable, RequestFailed
 from cloudp2p.transfer.errors import TransferError
 
@@ -298,7 +299,13 @@ class FakeCloud:
         return {
             "image_id": sealed.image_id,
             "result": offer.meta(),
-            "content_key": base64.b64encode(sealed.content_key).decode(),
+            "content_key_sealed": base64.b64encode(
+                keywrap.seal_key(
+                    sealed.content_key,
+                    base64.b64decode(self.dir.users[owner]["keys"]["x25519"]),
+                    sealed.image_id.encode("ascii"),
+                )
+            ).decode(),
             "cover": "fake",
             "owner_id": self.dir.users[owner]["user_id"],
             "name": name,

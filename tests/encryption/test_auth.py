@@ -17,9 +17,12 @@ async def test_directory_authenticator_accepts_a_session_and_refuses_others(tmp_
     section = default_section(backend="sqlite", path=str(tmp_path / "d.sqlite3"), scrypt_n=1024)
     store = open_store(section, reactor)
     try:
-        user = await store.register("r1", "alice", "correct horse", UserKeys.generate().public.to_json())
+        keys = UserKeys.generate()
+        user = await store.register("r1", "alice", "correct horse", keys.public.to_json())
         session = await store.sign_in("alice", "correct horse")
-        assert await directory_authenticator(store, session["token"]) == user["user_id"]
+        owner = await directory_authenticator(store, session["token"])
+        assert owner.user_id == user["user_id"]
+        assert owner.x25519 == keys.public.x25519  # the key the content key gets sealed to
         with pytest.raises(OpError) as e:
             await directory_authenticator(store, "not-a-token")
         assert e.value.code == "not_signed_in"

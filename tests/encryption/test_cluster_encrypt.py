@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
 from cloudp2p.cluster.client import ClientRouter
 from cloudp2p.encryption import container as c
+from cloudp2p.encryption import keywrap
 from cloudp2p.encryption.keys import UserKeys
 from cloudp2p.errors import RequestFailed
 from cloudp2p.tools.cluster import LocalCluster
@@ -59,7 +58,7 @@ async def test_encrypt_through_the_cloud(cloud):
             png = await transfers.fetch(
                 (LOCAL, meta["port"]), meta["transfer_id"], meta["size"], meta["sha256"]
             )
-            key = base64.b64decode(reply["content_key"])
+            key = keywrap.open_reply_key(reply, keys.x25519_private)
             own = await task.deferLater(reactor, 0, c.open_own, png, key)
             assert own.image == secret and reply["owner_id"] == user["user_id"] and reply["psnr"] >= 50
             seen.add(reply["image_id"])
@@ -84,8 +83,10 @@ async def test_encrypt_survives_a_crash_of_the_server_running_it(cloud):
     router.start()
     transfers = TransferManager(reactor, interface=LOCAL)
     try:
-        keys = UserKeys.generate().public.to_json()
-        await router.submit("register", {"username": "bob", "password": "pw-bob-12", "keys": keys})
+        keys = UserKeys.generate()
+        await router.submit(
+            "register", {"username": "bob", "password": "pw-bob-12", "keys": keys.public.to_json()}
+        )
         token = (await router.submit("sign_in", {"username": "bob", "password": "pw-bob-12"}))["token"]
         secret = await task.deferLater(reactor, 0, make_photo)  # 1 MB: about a second of work
         offer = transfers.offer(secret, timeout=60)
@@ -106,7 +107,8 @@ async def test_encrypt_survives_a_crash_of_the_server_running_it(cloud):
         reply = await pending
         meta = reply["result"]
         png = await transfers.fetch((LOCAL, meta["port"]), meta["transfer_id"], meta["size"], meta["sha256"])
-        own = await task.deferLater(reactor, 0, c.open_own, png, base64.b64decode(reply["content_key"]))
+        key = keywrap.open_reply_key(reply, keys.x25519_private)
+        own = await task.deferLater(reactor, 0, c.open_own, png, key)
         assert own.image == secret
         reruns = []
         for sid, address in cloud.client_addresses.items():

@@ -11,6 +11,7 @@ from twisted.internet import reactor, task
 
 from cloudp2p.directory import default_section, open_store
 from cloudp2p.encryption import container as c
+from cloudp2p.encryption import keywrap
 from cloudp2p.encryption.keys import UserKeys
 from cloudp2p.encryption.ops import encrypt
 from cloudp2p.encryption.service import EncryptionEngine
@@ -41,7 +42,8 @@ async def test_encrypt_with_real_store_transfers_and_pool(tmp_path):
     )
     client = TransferManager(reactor, interface=LOCAL)
     try:
-        user = await store.register("r1", "alice", "correct horse", UserKeys.generate().public.to_json())
+        keys = UserKeys.generate()
+        user = await store.register("r1", "alice", "correct horse", keys.public.to_json())
         token = (await store.sign_in("alice", "correct horse"))["token"]
         secret = small_photo()
         offer = client.offer(secret, timeout=60)
@@ -50,7 +52,8 @@ async def test_encrypt_with_real_store_transfers_and_pool(tmp_path):
         assert reply["owner_id"] == user["user_id"] and reply["psnr"] >= 50
         meta = reply["result"]
         png = await client.fetch((LOCAL, meta["port"]), meta["transfer_id"], meta["size"], meta["sha256"])
-        own = await task.deferLater(reactor, 0, c.open_own, png, base64.b64decode(reply["content_key"]))
+        key = keywrap.open_reply_key(reply, keys.x25519_private)
+        own = await task.deferLater(reactor, 0, c.open_own, png, key)
         assert own.image == secret and own.image_id == reply["image_id"]
         assert base64.b64decode(reply["payload_hash"]) == own.payload_hash
         # Fetched once: the transfer layer closed the result offer and the engine let go of it.

@@ -14,8 +14,11 @@ from twisted.python.failure import Failure
 
 from cloudp2p.encryption import container as c
 from cloudp2p.encryption import format as fmt
+from cloudp2p.encryption import keywrap
+from cloudp2p.encryption.errors import WrongKeyError
+from cloudp2p.encryption.keys import UserKeys
 from cloudp2p.encryption.ops import encrypt, ops
-from cloudp2p.encryption.service import EncryptionEngine
+from cloudp2p.encryption.service import EncryptionEngine, Owner
 from cloudp2p.ops import OpError, RequestContext
 from cloudp2p.stego.capacity import CapacityError
 from cloudp2p.transfer.errors import BadTransferMeta, TransferTimeout
@@ -112,11 +115,14 @@ class FakeServer:
     directory: Any = "directory"
 
 
+OWNER_KEYS = UserKeys.generate()
+
+
 async def fake_auth(directory, token):
     assert directory == "directory"
     if token != "good-token":
         raise OpError("not_signed_in", "sign in first")
-    return "user-1"
+    return Owner("user-1", OWNER_KEYS.public.x25519)
 
 
 @pytest.fixture
@@ -157,12 +163,13 @@ def test_encrypt_happy_path_reply_and_forgetting(setup):
     assert set(reply) == {
         "image_id",
         "result",
-        "content_key",
+        "content_key_sealed",
         "payload_hash",
         "cover",
         "psnr",
         "owner_id",
         "name",
+        "host",
     }
     assert server.transfers.fetched == [((CLIENT[0], 41000), image["transfer_id"])]  # from the client's host
     assert jobs == [(secret, None, 1, "")]
@@ -174,14 +181,17 @@ def test_encrypt_happy_path_reply_and_forgetting(setup):
         "sha256": offer.sha256,
     }
     assert offer.max_fetches == 1 and offer.timeout == 60
-    key = base64.b64decode(reply["content_key"])
+    key = keywrap.open_reply_key(reply, OWNER_KEYS.x25519_private)
+    with pytest.raises(WrongKeyError):  # sealed for the owner only
+        keywrap.open_reply_key(reply, UserKeys.generate().x25519_private)
     own = c.open_own_carrier(fmt.BytesCarrier(bytearray(offer.data[3:])), key)
     assert own.image == secret and own.image_id == reply["image_id"]
     assert reply["owner_id"] == "user-1" and reply["psnr"] == 55.5 and reply["name"] == "cat.png"
     # The engine keeps the offer (PNG only) and nothing else; the offer closes after the TTL.
     assert server.encryption.open_offers == 1
     engine_state = repr(vars(server.encryption))
-    assert reply["content_key"] not in engine_state and key.hex() not in engine_state
+    assert reply["content_key_sealed"] not in engine_state and key.hex() not in engine_state
+    assert base64.b64encode(key).decode() not in repr(reply)  # never in clear in the reply
     clock.advance(61)
     assert offer.closed and server.encryption.open_offers == 0
 
@@ -277,7 +287,7 @@ def test_rerun_of_one_request_gives_an_independent_result(setup):
     args = {"token": "good-token", "image": image, "cover": None, "name": "x"}
     a = done(call(server, args, "same-id")[0])
     b = done(call(server, args, "same-id")[0])  # a re-assigned request fetches again from the offer
-    assert a["image_id"] != b["image_id"] and a["content_key"] != b["content_key"]
+    assert a["image_id"] != b["image_id"] and a["content_key_sealed"] != b["content_key_sealed"]
 
 
 def test_ops_registers_encrypt():

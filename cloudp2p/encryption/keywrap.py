@@ -1,0 +1,83 @@
+"""Seal a content key for one user's X25519 public key (ECIES: ephemeral X25519, HKDF-SHA256, AES-GCM).
+
+The server's ``encrypt`` reply travels over plain UDP and is cached by every
+server of the cloud (so that a retried request gets the same answer): it must
+never hold the content key in clear. It holds the key sealed for the owner's
+registered public key instead, which only the owner's client can open.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from cloudp2p.encryption.errors import KeyFormatError, WrongKeyError
+
+_CONTEXT = b"cloudp2p/owner-key/v1"
+KEY_SIZE = 32
+NONCE_SIZE = 12
+SEALED_SIZE = 32 + NONCE_SIZE + KEY_SIZE + 16  # ephemeral public key, nonce, key, GCM tag
+
+
+def _kek(shared: bytes, eph_pub: bytes, recipient_pub: bytes, context: bytes) -> bytes:
+    info = _CONTEXT + eph_pub + recipient_pub + context
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
+
+
+def seal_key(key: bytes, recipient_x25519_pub: bytes, context: bytes) -> bytes:
+    """``key`` (32 bytes) sealed for the holder of the private half of ``recipient_x25519_pub``.
+
+    ``context`` (the image id) is bound in: a sealed key cannot be passed off as another image's.
+    """
+    if len(key) != KEY_SIZE:
+        raise KeyFormatError(f"content key: expected {KEY_SIZE} bytes")
+    try:
+        recipient = X25519PublicKey.from_public_bytes(bytes(recipient_x25519_pub))
+    except ValueError as e:
+        raise KeyFormatError(f"recipient X25519 key: {e}") from None
+    eph = X25519PrivateKey.generate()
+    eph_pub = eph.public_key().public_bytes_raw()
+    try:
+        shared = eph.exchange(recipient)
+    except ValueError:
+        raise KeyFormatError("recipient X25519 key is a low-order point") from None
+    nonce = os.urandom(NONCE_SIZE)
+    kek = _kek(shared, eph_pub, bytes(recipient_x25519_pub), context)
+    return eph_pub + nonce + AESGCM(kek).encrypt(nonce, key, _CONTEXT + context)
+
+
+def open_key(sealed: bytes, recipient: X25519PrivateKey, context: bytes) -> bytes:
+    """The key inside ``sealed``; ``WrongKeyError`` if it was not sealed for ``recipient`` and ``context``."""
+    if not isinstance(sealed, bytes | bytearray) or len(sealed) != SEALED_SIZE:
+        raise WrongKeyError(f"a sealed key is {SEALED_SIZE} bytes")
+    eph_pub, nonce, boxed = bytes(sealed[:32]), bytes(sealed[32:44]), bytes(sealed[44:])
+    try:
+        shared = recipient.exchange(X25519PublicKey.from_public_bytes(eph_pub))
+    except ValueError:
+        raise WrongKeyError("the sealed key is not for this user") from None
+    kek = _kek(shared, eph_pub, recipient.public_key().public_bytes_raw(), context)
+    try:
+        return AESGCM(kek).decrypt(nonce, boxed, _CONTEXT + context)
+    except InvalidTag:
+        raise WrongKeyError("the sealed key is not for this user") from None
+
+
+def open_reply_key(reply: dict, recipient: X25519PrivateKey) -> bytes:
+    """The content key of an ``encrypt`` reply, opened with the owner's private X25519 key."""
+    import base64
+    import binascii
+
+    image_id = reply.get("image_id")
+    sealed = reply.get("content_key_sealed")
+    if not isinstance(image_id, str) or not isinstance(sealed, str):
+        raise WrongKeyError("the reply carries no sealed content key")
+    try:
+        raw = base64.b64decode(sealed, validate=True)
+    except (binascii.Error, ValueError):
+        raise WrongKeyError("the sealed content key is not base64") from None
+    return open_key(raw, recipient, image_id.encode("ascii", "replace"))
