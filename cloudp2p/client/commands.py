@@ -142,6 +142,9 @@ def _describe_servers(st: dict[str, Any], configured: Any) -> list[str]:
     return lines or [f"{h}:{p}" for h, p in configured]
 
 
+ENCRYPT_ATTEMPTS = 3  # encrypt requests per `encrypt` command when results cannot be fetched
+
+
 class Stories:
     log = Logger()
 
@@ -265,22 +268,41 @@ class Stories:
         if cover is not None:
             offers.append(self.d.transfers.offer(cover))
         try:
-            progress(upload, 0, len(data))
-            reply = await self.d.call(
-                "encrypt", token, transfer_meta(offers[0]), transfer_meta(offers[1]) if cover else None, name
-            )
-            progress(upload, len(data), len(data))
-            image_id = reply.get("image_id")
-            if not isinstance(image_id, str) or not _UUID.match(image_id):
-                raise RequestFailed("bad_reply", f"the cloud sent an unusable image id {image_id!r:.60}")
-            try:
-                content_key = keywrap.open_reply_key(reply, self.d.identity.x25519)
-                _check_meta(reply.get("result"))
-            except (ValueError, WrongKeyError) as e:
-                raise RequestFailed("bad_reply", f"the cloud's encrypt reply is not usable: {e}") from None
-            target = self.d.home.sub("encrypted") / f"{image_id}.png"
-            label = f"downloading {name} (encrypted)"
-            png = await self._fetch_from_cloud(target, reply, label, progress)
+            # The result lives only in the memory of the server that ran the encrypt: if that
+            # server dies (or stops answering) after replying, before the result is fetched, the
+            # result is gone. The photo is still offered here, so ask the cloud again (a new
+            # request, which another server runs); bounded by ENCRYPT_ATTEMPTS.
+            for attempt in range(1, ENCRYPT_ATTEMPTS + 1):
+                progress(upload, 0, len(data))
+                cover_meta = transfer_meta(offers[1]) if cover else None
+                reply = await self.d.call("encrypt", token, transfer_meta(offers[0]), cover_meta, name)
+                progress(upload, len(data), len(data))
+                image_id = reply.get("image_id")
+                if not isinstance(image_id, str) or not _UUID.match(image_id):
+                    raise RequestFailed("bad_reply", f"the cloud sent an unusable image id {image_id!r:.60}")
+                try:
+                    content_key = keywrap.open_reply_key(reply, self.d.identity.x25519)
+                    _check_meta(reply.get("result"))
+                except (ValueError, WrongKeyError) as e:
+                    raise RequestFailed("bad_reply", f"the cloud's encrypt reply is unusable: {e}") from None
+                target = self.d.home.sub("encrypted") / f"{image_id}.png"
+                label = f"downloading {name} (encrypted)"
+                try:
+                    png = await self._fetch_from_cloud(target, reply, label, progress)
+                    break
+                except cerr.TransferFailed as e:
+                    for leftover in (str(target), f"{target}.part", f"{target}.part.json"):
+                        if os.path.exists(leftover):
+                            os.remove(leftover)
+                    if attempt == ENCRYPT_ATTEMPTS:
+                        raise
+                    self.log.warn(  # noqa: G010
+                        "encrypt {name}: the result of attempt {attempt} could not be fetched ({error});"
+                        " asking the cloud again",
+                        name=name,
+                        attempt=attempt,
+                        error=e,
+                    )
         finally:
             for offer in offers:
                 offer.close()
