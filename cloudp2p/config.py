@@ -59,17 +59,7 @@ class Schema:
 
     def load(self, path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
         """Read and validate ``path``; return ``{section: {key: value}}`` with defaults filled in."""
-        path = os.fspath(path)
-        try:
-            with open(path, "rb") as f:
-                raw = tomllib.load(f)
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such file") from None
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}") from None
-        return self.validate(raw, path)
+        return self.validate(read_toml(path), os.fspath(path))
 
     def validate(self, raw: Mapping[str, Any], origin: str = "<config>") -> dict[str, dict[str, Any]]:
         known = {s.name: s for s in self.sections}
@@ -87,6 +77,20 @@ class Schema:
                 raise ConfigError(f"{origin}: missing required section [{section.name}]")
             out[section.name] = _validate_section(section, table or {}, origin)
         return out
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed TOML file, or a ``ConfigError`` that names the file and what is wrong."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
 
 
 def _validate_section(section: Section, table: Mapping[str, Any], origin: str) -> dict[str, Any]:
@@ -142,6 +146,20 @@ def positive(value: float) -> float:
     if value <= 0:
         raise ValueError(f"must be greater than 0, got {value}")
     return value
+
+
+def seconds(value: float) -> float:
+    """A positive duration, as a float."""
+    return float(positive(value))
+
+
+def at_least(low: int, unit: str = "") -> Callable[[int], int]:
+    def check(value: int) -> int:
+        if value < low:
+            raise ValueError(f"must be at least {low}{' ' + unit if unit else ''}, got {value}")
+        return value
+
+    return check
 
 
 def non_negative(value: float) -> float:

@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from cloudp2p.config import Field, Section, hostport, hostport_or_zero, positive
+from cloudp2p.config import Field, Section, at_least, hostport, hostport_or_zero, seconds
 from cloudp2p.errors import ConfigError
 
 MIN_SECRET = 16
@@ -53,14 +53,8 @@ def _peers(value: list) -> dict[int, tuple[str, int]]:
     return peers
 
 
-def _number(value: float) -> float:
-    return float(positive(value))
-
-
-def _buffer(value: int) -> int:
-    if value < 65536:
-        raise ValueError(f"must be at least 65536 bytes, got {value}")
-    return value
+_number = seconds
+_buffer = at_least(65536, "bytes")
 
 
 SECTION = Section(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from cloudp2p.config import Field, Section, in_range, positive
+from cloudp2p.config import Field, Section, in_range, seconds
 
 
 def _covers_dir(value: str) -> str:
@@ -22,8 +22,7 @@ def _covers_dir(value: str) -> str:
     return value
 
 
-def _seconds(value: float) -> float:
-    return float(positive(value))
+_seconds = seconds
 
 
 SECTION = Section(

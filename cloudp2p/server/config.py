@@ -20,13 +20,22 @@ error names the file, the section and the key.
 from __future__ import annotations
 
 import os
-import tomllib
 from typing import Any
 
 import attrs
 
 from cloudp2p.cluster import config as cluster_config
-from cloudp2p.config import Field, Schema, Section, format_hostport, hostport, in_range, positive
+from cloudp2p.config import (
+    Field,
+    Schema,
+    Section,
+    at_least,
+    format_hostport,
+    hostport,
+    in_range,
+    read_toml,
+    seconds,
+)
 from cloudp2p.directory.config import SECTION as DIRECTORY_SECTION
 from cloudp2p.encryption.config import SECTION as ENCRYPTION_SECTION
 from cloudp2p.errors import ConfigError
@@ -39,20 +48,9 @@ def _server_id(value: int) -> int:
     return value
 
 
-def _count(value: int) -> int:
-    if value < 1:
-        raise ValueError(f"must be at least 1, got {value}")
-    return value
-
-
-def _seconds(value: float) -> float:
-    return float(positive(value))
-
-
-def _buffer(value: int) -> int:
-    if value < 65536:
-        raise ValueError(f"must be at least 65536 bytes, got {value}")
-    return value
+_count = at_least(1)
+_seconds = seconds
+_buffer = at_least(65536, "bytes")
 
 
 SECTION = Section(
@@ -108,17 +106,7 @@ def schema() -> Schema:
 
 def load(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """Read, validate and cross-check a server config file; ``ConfigError`` names file and key."""
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return validate(raw, path)
+    return validate(read_toml(path), os.fspath(path))
 
 
 def validate(raw: dict[str, Any], origin: str = "<config>") -> dict[str, dict[str, Any]]:
