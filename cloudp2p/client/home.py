@@ -23,11 +23,11 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from cloudp2p.client.errors import HomeError
+from cloudp2p.files import atomic_write
 
 SUBDIRS = ("originals", "encrypted", "received", "ledger", "views", "thumbnails")
 
@@ -111,10 +111,10 @@ class Home:
 
     def write_bytes(self, path: str | os.PathLike[str], data: bytes) -> Path:
         """Write ``data`` to ``path`` atomically with mode 0600."""
-        return write_atomic(Path(path), data)
+        return atomic_write(path, data)
 
     def write_json(self, path: str | os.PathLike[str], obj: Any) -> Path:
-        return write_atomic(Path(path), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+        return atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
     def read_json(self, path: str | os.PathLike[str], default: Any = None) -> Any:
         path = Path(path)
@@ -136,33 +136,3 @@ class Home:
         if self.path.resolve() not in full.parents:
             raise HomeError(f"{relative!r} points outside the home directory")
         return full
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> Path:
-    """Write ``data`` to a temporary file next to ``path``, fsync it, rename it into place."""
-    directory = path.parent
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=directory)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-    return path

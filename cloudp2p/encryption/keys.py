@@ -12,7 +12,6 @@ import base64
 import binascii
 import json
 import os
-import tempfile
 from typing import Any
 
 import attrs
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from cloudp2p.encryption.errors import KeyFormatError
+from cloudp2p.files import atomic_write
 
 KEY_SIZE = 32
 _KEYFILE_VERSION = 1
@@ -139,32 +139,3 @@ class UserKeys:
         except OSError as e:
             raise KeyFormatError(f"{os.fspath(path)}: cannot read: {e.strerror}") from None
         return cls.from_bytes(data)
-
-
-def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new file.
-
-    Writes a temporary file in the same directory, fsyncs it, renames it over
-    ``path`` and fsyncs the directory. Blocking: call it off the reactor thread.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

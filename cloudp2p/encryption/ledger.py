@@ -32,7 +32,7 @@ from typing import Any
 import attrs
 
 from cloudp2p.encryption.errors import LedgerError
-from cloudp2p.encryption.keys import atomic_write
+from cloudp2p.files import atomic_write
 
 _FORMAT = 1
 _MAX_LEDGER = 64 * 1024 * 1024
