@@ -210,6 +210,8 @@ def parse_control(datagram: bytes) -> dict[str, Any]:
         body = json.loads(bytes(memoryview(datagram)[HEADER_SIZE:]))
     except (UnicodeDecodeError, ValueError):
         raise WireError("control body is not JSON") from None
+    except RecursionError:  # "[[[[..." nested deeper than the JSON parser recurses
+        raise WireError("control body is nested too deeply") from None
     if not isinstance(body, dict):
         raise WireError("control body is not a JSON object")
     return body
