@@ -188,6 +188,7 @@ class Stories:
             "set-views": self.cmd_set_views,
             "revoke": self.cmd_revoke,
             "status": self.cmd_status,
+            "counters": self.cmd_counters,
             "shutdown": self.cmd_shutdown,
         }
 
@@ -1222,10 +1223,15 @@ class Stories:
             cloud.update(reachable=True, error=str(e))
         return {"me": me, "cloud": cloud, "counters": self.counters()}
 
+    async def cmd_counters(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        """The listeners' counters only (no call to the cloud): cheap enough to poll."""
+        return self.counters()
+
     def counters(self) -> dict[str, Any]:
         """What the daemon's listeners refused or dropped (for operators and the fuzzer)."""
         messenger = self.d.messenger
         out: dict[str, Any] = {
+            "peer_received": messenger.protocol.received if messenger else 0,
             "peer_rejected": messenger.protocol.rejected if messenger else 0,
             "peer_dropped": messenger.dropped if messenger else 0,
             "control": dict(self.control_counters) if self.control_counters is not None else {},

@@ -107,7 +107,7 @@ class ControlProtocol(LineOnlyReceiver):
                 raise ValueError("id must be a number or a string")
             if not isinstance(cmd, str) or not isinstance(args, dict):
                 raise ValueError("cmd must be a string and args an object")
-        except (UnicodeDecodeError, ValueError) as e:
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:  # deep nesting: RecursionError
             self._count("bad_lines")
             self._send(error_reply(None, ControlProtocolError(f"bad request line: {e}")))
             return

@@ -223,6 +223,8 @@ class PeerMessage:
             obj = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             raise PeerMessageError("not UTF-8 JSON") from None
+        except RecursionError:  # "[[[[...": json nests by recursion
+            raise PeerMessageError("JSON nested too deeply") from None
         return cls.from_json(obj)
 
     @classmethod
@@ -265,14 +267,20 @@ class PeerProtocol(DatagramProtocol):
 
     def __init__(self, messenger: PeerMessenger) -> None:
         self.messenger = messenger
+        self.received = 0  # every datagram, good or bad
         self.rejected = 0
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
+        self.received += 1
         try:
             msg = PeerMessage.decode(data)
         except PeerMessageError as e:
             self.rejected += 1
             self.log.info("dropped a malformed peer datagram from {addr}: {why}", addr=addr, why=e.detail)
+            return
+        except Exception:  # a bug in decoding: count it, log it, keep listening
+            self.rejected += 1
+            self.log.failure("decoding a peer datagram from {addr} failed", addr=addr)
             return
         try:
             self.messenger.received(msg, (addr[0], addr[1]))
