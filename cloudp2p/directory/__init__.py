@@ -26,25 +26,31 @@ from cloudp2p.directory.store import CRASH_ENV, Store, crash_hook
 __all__ = ["SECTION", "Store", "make_dialect", "open_store", "ops"]
 
 
-def make_dialect(section: dict[str, Any]) -> Any:
-    """The dialect for a validated ``[directory]`` section."""
+def make_dialect(section: dict[str, Any], *, owner: int | None = None) -> Any:
+    """The dialect for a validated ``[directory]`` section (``owner``: the server id, for fencing)."""
     if section["backend"] == "mysql":
         from cloudp2p.directory.mysql import MySQLDialect
 
-        return MySQLDialect(parse_mysql_url(section["url"]), busy_timeout=section["busy_timeout"])
+        return MySQLDialect(
+            parse_mysql_url(section["url"]), busy_timeout=section["busy_timeout"], owner=owner
+        )
     from cloudp2p.directory.sqlite import SQLiteDialect
 
     return SQLiteDialect(section["path"], busy_timeout=section["busy_timeout"])
 
 
-def open_store(section: dict[str, Any], reactor: Any, *, clock: Any = None) -> Store:
+def open_store(
+    section: dict[str, Any], reactor: Any, *, clock: Any = None, owner: int | None = None
+) -> Store:
     """A started ``Store`` for a validated ``[directory]`` section (``SECTION`` defaults filled in).
 
     The schema is created or upgraded on a database thread; operations wait for it, and
     ``store.when_ready()`` fires when it is done (or errbacks if the database cannot be opened).
-    For MySQL the database named in the URL is created if it does not exist.
+    For MySQL the database named in the URL is created if it does not exist. ``owner`` (the
+    server id) marks the connections so that the other servers can fence them
+    (``Store.fence``) when the cluster suspects this server.
     """
-    dialect = make_dialect(section)
+    dialect = make_dialect(section, owner=owner)
     db = Database(dialect, reactor, pool_size=section["pool_size"])
     store = Store(
         db,

@@ -20,6 +20,7 @@ from cloudp2p.directory.config import MySQLURL
 _RETRY = {1205, 1213}  # lock wait timeout, deadlock
 _RECONNECT = {2003, 2006, 2013, 2055, 1927, 1053}  # can't connect, gone away, lost, shutdown
 _CONFLICT = {1062, 1586}  # duplicate key
+FENCE_SLOTS = 32  # at most this many directory connections per server (pool_size is far below)
 
 
 class MySQLDialect:
@@ -37,10 +38,18 @@ class MySQLDialect:
     }
     table_options = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
 
-    def __init__(self, url: MySQLURL, *, busy_timeout: float = 10.0, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: MySQLURL,
+        *,
+        busy_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        owner: int | None = None,
+    ) -> None:
         self.url = url
         self.busy_timeout = busy_timeout
         self.connect_timeout = connect_timeout
+        self.owner = owner  # the server id whose connections these are (for fencing), or None
         self._sql_cache: dict[str, str] = {}
 
     def _connect(self, database: str | None) -> pymysql.Connection:
@@ -73,8 +82,52 @@ class MySQLDialect:
             cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
             cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {max(1, int(self.busy_timeout))}")
             cursor.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")
+            if self.owner is not None:
+                self._mark(cursor)
         conn.commit()
         return conn
+
+    # -- fencing ----------------------------------------------------------------------------------
+    # A server that is stopped (SIGSTOP, a long stall, a partition) in the middle of a transaction
+    # keeps its row locks: every other server's transaction on those rows waits until it comes
+    # back, which may be much longer than a client waits. Once the cluster suspects that server,
+    # any live server kills its connections (``fence``): MySQL rolls their transactions back and
+    # the locks are free. To find them, each connection holds a named lock that says whose it is
+    # (``IS_USED_LOCK`` gives the holder's connection id). A fenced server that was only slow
+    # sees a lost connection and runs its transaction again (exactly-once through the journal).
+
+    def _owner_lock(self, owner: int, slot: int) -> str:
+        return f"{self.url.database[:40]}.cloudp2p.s{owner}.c{slot}"
+
+    def _mark(self, cursor: Any) -> None:
+        for slot in range(FENCE_SLOTS):
+            cursor.execute("SELECT GET_LOCK(%s, 0)", (self._owner_lock(self.owner, slot),))
+            row = cursor.fetchone()
+            if row and row[0] == 1:
+                return
+        raise RuntimeError(f"more than {FENCE_SLOTS} directory connections for server {self.owner}")
+
+    def fence(self, owner: int) -> int:
+        """Kill every connection of server ``owner`` (blocking); the number killed."""
+        if owner == self.owner:
+            raise ValueError("a server does not fence itself")
+        conn = self._connect(self.url.database)
+        killed = 0
+        try:
+            with conn.cursor() as cursor:
+                names = [self._owner_lock(owner, slot) for slot in range(FENCE_SLOTS)]
+                cursor.execute("SELECT " + ", ".join(["IS_USED_LOCK(%s)"] * len(names)), names)
+                row = cursor.fetchone() or ()
+                for connection_id in sorted({int(i) for i in row if i is not None}):
+                    try:
+                        cursor.execute(f"KILL CONNECTION {connection_id}")
+                        killed += 1
+                    except pymysql.err.MySQLError as e:
+                        if not (e.args and e.args[0] == 1094):  # unknown thread: already gone
+                            raise
+        finally:
+            conn.close()
+        return killed
 
     def begin(self, conn: pymysql.Connection, write: bool) -> None:
         conn.begin()

@@ -180,6 +180,21 @@ class Store:
         self._waiters.append(d)
         return d
 
+    async def fence(self, server_id: int) -> int:
+        """Kill the database connections of server ``server_id`` (suspected dead or stopped).
+
+        Its open transactions roll back and free their locks; see ``MySQLDialect.fence``.
+        Runs on the reactor's thread pool, not on the database pool: the database threads
+        may all be waiting for exactly those locks. 0 on SQLite (a stopped process holding
+        the write lock cannot be fenced from another process) and when closed.
+        """
+        fence = getattr(self.db.dialect, "fence", None)
+        if fence is None or self._closed:
+            return 0
+        from twisted.internet import threads
+
+        return await threads.deferToThread(fence, server_id)
+
     def close(self) -> defer.Deferred[None]:
         """Stop the purge, wait for running transactions, close the connections. Idempotent."""
         if not self._closed:

@@ -83,6 +83,7 @@ class Server(service.MultiService):
         self.node = ClusterNode(
             **self.cluster_settings.node_kwargs(), clock=reactor, load_source=self.load_meter.current
         )
+        self.node.on_event(self._cluster_event)
         self.registry = OpRegistry()
         for provider in OP_PROVIDERS:
             self.registry.update(provider(self))
@@ -141,9 +142,29 @@ class Server(service.MultiService):
     def _open_areas(self) -> None:
         """The areas' long-lived objects. They need the real reactor (threads, sockets), so
         they are made at start, not in ``__init__``; handlers reach them through ``ctx.server``."""
-        self.directory = directory.open_store(self.config["directory"], self.reactor)
+        self.directory = directory.open_store(self.config["directory"], self.reactor, owner=self.id)
         self.transfers = TransferManager.from_config(self.reactor, self.config["transfer"])
         self.encryption = EncryptionEngine.from_config(self.reactor, self.config["encryption"])
+
+    def _cluster_event(self, event: tuple[Any, ...]) -> None:
+        """A peer just suspected may be stopped in the middle of a directory transaction, holding
+        row locks that every other server would wait for: fence its database connections."""
+        if event[0] != "suspect" or self.directory is None:
+            return
+        peer = event[1]
+
+        def done(killed: int) -> None:
+            if killed:
+                self.log.info(
+                    "fenced server {peer}: {killed} directory connections closed", peer=peer, killed=killed
+                )
+
+        def failed(failure: Any) -> None:
+            self.log.warn(  # noqa: G010
+                "cannot fence server {peer}'s directory connections: {error}", peer=peer, error=failure.value
+            )
+
+        defer.ensureDeferred(self.directory.fence(peer)).addCallbacks(done, failed)
 
     def _close_areas(self) -> Any:
         if self.encryption is not None:
