@@ -155,15 +155,17 @@ def cluster_figures(statuses: list[dict[str, Any]]) -> dict[str, Any]:
     """Elections and message counts, summed over every server (and every life of a restarted one)."""
     from cloudp2p.cluster.messages import ELECTION_TYPES
 
-    elections = 0
+    elections = claims = 0
     sent: Counter[str] = Counter()
     for s in statuses:
         counters = s["cluster"]["counters"]
         elections += counters.get("elections", 0)
+        claims += counters.get("claims", 0)
         sent.update(counters.get("sent", {}))
     election_messages = sum(v for k, v in sent.items() if k in ELECTION_TYPES)
     figures: dict[str, Any] = {
-        "elections": elections,
+        "elections": elections,  # modified-bully elections started (no usable successor)
+        "coordinator_claims": claims,  # a server became coordinator (after an election or a handover)
         "election_messages": election_messages,
         "heartbeat_messages": sent.get("heartbeat", 0),
         "router_messages": sent.get("app", 0),
@@ -262,7 +264,6 @@ async def stress(reactor: Any, args: argparse.Namespace) -> int:
             figures[f"share_server{sid}"] = round(served.get(sid, 0) / total_served, 4)
         figures.update(latency_figures(records))
         figures.update(cluster_figures(list(statuses.values()) + outages.counters_before_kill))
-        figures["final_term"] = max((v["term"] for v in statuses.values()), default=None)
         figures["outages"] = len(outages.events)
         figures["outages_stop"] = sum(1 for e in outages.events if e["kind"] == "stop")
         figures["outages_kill"] = sum(1 for e in outages.events if e["kind"] == "kill")

@@ -10,6 +10,8 @@ OP_GROUPS = {
     "encrypt_small": ("encrypt_small",),
     "encrypt_1mb": ("encrypt_1mb",),
 }
+OUTAGE_LABELS = {"stop": "server stopped (SIGSTOP)", "kill": "server killed (kill -9, restart)"}
+OUTAGE_COLORS = {"stop": "0.75", "kill": "salmon"}
 COLORS = {"directory": "tab:blue", "encrypt_small": "tab:orange", "encrypt_1mb": "tab:red"}
 
 
@@ -24,12 +26,13 @@ def draw(result: dict[str, Any], path: str) -> None:
     fig, (ax, bx) = plt.subplots(
         1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [4, 1]}, constrained_layout=True
     )
-    for i, event in enumerate(result["outages"]):
+    labelled: set[str] = set()
+    for event in result["outages"]:
         end = event.get("end", event["start"])
-        color = "0.75" if event["kind"] == "stop" else "salmon"
-        ax.axvspan(event["start"], end, color=color, alpha=0.5, lw=0,
-                   label=(f"server {event['kind']}ped" if event["kind"] == "stop" else "server killed")
-                   if i == 0 or event["kind"] != result["outages"][0]["kind"] else None)
+        kind = event["kind"]
+        label = None if kind in labelled else OUTAGE_LABELS[kind]
+        labelled.add(kind)
+        ax.axvspan(event["start"], end, color=OUTAGE_COLORS[kind], alpha=0.5, lw=0, label=label)
         ax.text(event["start"], 0.01, f"s{event['server']}", transform=ax.get_xaxis_transform(),
                 fontsize=7, va="bottom")
     for group, ops in OP_GROUPS.items():
