@@ -190,7 +190,7 @@ def decode_request(data: bytes) -> Request:
             "bad_version", f"unsupported protocol version {obj.get('v')!r}; this server speaks {VERSION}", rid
         )
     kind = obj.get("t")
-    if kind not in _REQUEST_TYPES:
+    if not isinstance(kind, str) or kind not in _REQUEST_TYPES:  # a list or an object is unhashable
         raise WireError("bad_request", f"unknown datagram type {kind!r}", rid)
     if set(obj) != {"v", "t", "id", "op", "args"}:
         raise WireError("bad_request", "a request has exactly the keys v, t, id, op, args", rid)

@@ -118,6 +118,7 @@ class ClientProtocol(DatagramProtocol):
             self.router.request_received(request, client)
         except Exception:
             # Never raise out of datagramReceived: a bug here must not close the listener.
+            self.router.counters["internal_errors"] += 1
             self.router.log.failure("unexpected error handling a client datagram from {addr}", addr=addr)
 
 
