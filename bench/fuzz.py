@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--file-count",
         type=int,
         default=None,
-        help="corrupted files per reader (default: --count / 20, at least 200)",
+        help="corrupted inputs per file reader (default: --count; whole-PNG containers get a tenth)",
     )
     p.add_argument("--seconds", type=float, default=840.0, help="time budget of the whole run (default 840)")
     p.add_argument("--seed", type=int, default=7)
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = tempfile.mkdtemp(prefix="cp2p-fuzz-")
     total_weight = sum(WEIGHTS[t] for t in ns.targets)
     results: list[Any] = []
-    file_count = ns.file_count or max(200, ns.count // 20)
+    file_count = ns.file_count or ns.count
 
     def budget(target: str) -> float:
         left = ns.seconds - (time.monotonic() - started)

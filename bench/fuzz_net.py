@@ -145,7 +145,8 @@ def paced(
     first, so that large datagrams do not overflow the listener's socket buffer.
     """
     base = processed() or 0
-    lag_waits = 0
+    first = result.sent  # ``result`` may carry inputs sent by an earlier call
+    lag_waits = result.extra.get("lag_waits", 0)
     while result.sent < count and time.monotonic() < deadline:
         size = 0
         for _ in range(min(batch, count - result.sent)):
@@ -160,7 +161,7 @@ def paced(
         wait_until = time.monotonic() + max_wait
         while time.monotonic() < wait_until:
             done = processed()
-            if done is not None and done - base >= result.sent - window:
+            if done is not None and done - base >= result.sent - first - window:
                 break
             lag_waits += 1
             drain()
@@ -345,11 +346,15 @@ def fuzz_server_client(rig: Rig, count: int, seconds: float, seed: int, sid: int
         batch=400,
         window=200,
         drain=blaster.drain,
+        max_wait=1.0,
+        batch_bytes=256 * 1024,
     )
     after = rig.server_status(sid) or {"counters": {}}
     cb, ca = before["counters"], after["counters"]
-    for key in ("bad_requests", "unknown_op"):
+    for key in ("bad_requests", "unknown_op", "internal_errors"):
         result.extra[key] = ca.get(key, 0) - cb.get(key, 0)
+    if result.extra["internal_errors"]:
+        result.failures.append(f"{result.extra['internal_errors']} internal errors on the client socket")
     result.rejected = result.extra["bad_requests"] + result.extra["unknown_op"]
     result.processed = (
         ca.get("bad_requests", 0)
@@ -478,6 +483,8 @@ def fuzz_server_cluster(rig: Rig, count: int, seconds: float, seed: int, sid: in
         batch=400,
         window=200,
         drain=blaster.drain,
+        max_wait=1.0,
+        batch_bytes=256 * 1024,
     )
     after = rig.server_status(sid)
     a = counted(after) or b
@@ -814,6 +821,7 @@ def fuzz_transfer_offer(rig: Rig, count: int, seconds: float, seed: int) -> Targ
         window=150 + count // 4,
         drain=blaster.drain,
         max_wait=1.0,
+        batch_bytes=256 * 1024,
     )
     time.sleep(0.3)
     stats = rig.transfer("stats")
@@ -927,6 +935,7 @@ def fuzz_transfer_fetch(rig: Rig, count: int, seconds: float, seed: int) -> Targ
             window=150 + goal // 4,
             drain=sender.drain,
             max_wait=1.0,
+            batch_bytes=256 * 1024,
         )
         outcome = rig.transfer("stats")["fetches"].get(state["tid_hex"])
         if outcome != "running":  # a hostile datagram may legitimately end the fetch: start another
