@@ -69,3 +69,16 @@ def test_peer_protocol_counts_a_decoding_bug_and_keeps_listening():
     with mock.patch.object(PeerMessage, "decode", side_effect=KeyError("bug")):
         proto.datagramReceived(b"{}", ("127.0.0.1", 5000))
     assert (proto.received, proto.rejected) == (1, 1)
+
+
+def test_counters_command_reports_what_the_peer_listener_refused(world):
+    alice = world.signed_up("alice")
+    before = alice.cmd("counters")
+    proto = alice.daemon.messenger.protocol
+    proto.datagramReceived(b"[" * 9000, ("127.0.0.1", 5000))
+    proto.datagramReceived(b"not json", ("127.0.0.1", 5000))
+    after = alice.cmd("counters")
+    assert after["peer_received"] - before["peer_received"] == 2
+    assert after["peer_rejected"] - before["peer_rejected"] == 2
+    assert alice.cmd("status")["counters"]["peer_rejected"] == after["peer_rejected"]
+    assert alice.cmd("counters")["control"] == {}  # no control socket in this world
