@@ -91,9 +91,14 @@ class ClusterNode:
         self.stall_threshold = max(failure_timeout - heartbeat_interval, failure_timeout / 2)
         self.members = frozenset(self.peers) | {server_id}
         self.stride = max(self.members) + 1
-        self.incarnation = incarnation if incarnation is not None else int(clock.seconds() * 1_000_000)
+        # Start time in microseconds, + 1 so that it is never 0 (an echo of 0 means "not known yet").
+        self.incarnation = incarnation if incarnation is not None else int(clock.seconds() * 1_000_000) + 1
+        if not isinstance(self.incarnation, int) or self.incarnation < 1:
+            raise ValueError(f"incarnation must be an integer >= 1, got {self.incarnation!r}")
         self.codec = Codec(secret, self.members, me=server_id)
-        self.protocol = ClusterProtocol(self.codec, self._receive)
+        self.protocol = ClusterProtocol(
+            self.codec, self._receive, incarnation=self.incarnation, on_unfresh=self._unfresh,
+        )
         self.detector = FailureDetector(
             clock, failure_timeout, self.peers, on_suspect=self._suspect, on_alive=self._alive,
         )
@@ -315,7 +320,7 @@ class ClusterNode:
         self._seq += 1
         return Envelope(
             sender=self.server_id, recipient=recipient, incarnation=self.incarnation, seq=self._seq,
-            term=self.term, message=message,
+            term=self.term, message=message, echo=self.protocol.freshness.echo_for(recipient),
         )
 
     def _read_load(self) -> float:
@@ -383,6 +388,17 @@ class ClusterNode:
             self._prompt(sender)
         if isinstance(message, App):
             self._dispatch_app(envelope)
+
+    def _unfresh(self, envelope: Envelope) -> None:
+        """An authentic datagram that does not echo our incarnation: the sender needs to learn it.
+
+        Nothing of it is used (no liveness, no term, no load); the heartbeat we
+        answer with echoes the sender's incarnation, and the sender's next
+        datagram echoes ours. At most one answer per interval per peer.
+        """
+        if self.election.state is State.STOPPED or envelope.sender == self.server_id:
+            return
+        self._prompt(envelope.sender)
 
     def _dispatch_app(self, envelope: Envelope) -> None:
         message = envelope.message

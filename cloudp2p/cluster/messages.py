@@ -4,8 +4,8 @@ One message per datagram. A datagram is the UTF-8 JSON of the envelope followed
 by a 32-byte HMAC-SHA256 tag computed over those JSON bytes with the cluster
 secret::
 
-    {"v": 1, "type": "heartbeat", "from": 2, "to": 3, "inc": 1732550000123456,
-     "seq": 17, "term": 5, ...fields of the message...}<32-byte tag>
+    {"v": 2, "type": "heartbeat", "from": 2, "to": 3, "inc": 1732550000123456,
+     "seq": 17, "term": 5, "echo": 1732550004000000, ...fields of the message...}<32-byte tag>
 
 ``from`` is the sender's server id (the identity is the authenticated id, not
 the UDP source address), ``to`` the recipient's (so a datagram recorded on its
@@ -14,7 +14,11 @@ start and larger after every restart) and ``seq`` a counter the sender raises
 for every datagram it sends. ``ReplayGuard`` uses the pair to reject a
 datagram seen before or sent by an earlier incarnation, so a recorded old
 heartbeat cannot resurrect a dead node. ``term`` is the sender's current
-election term (see ``election.py``).
+election term (see ``election.py``). ``echo`` is the recipient's incarnation as
+the sender last saw it in an authenticated datagram (0: none seen yet);
+``Freshness`` refuses a datagram that does not echo the receiver's *current*
+incarnation, so nothing recorded before the receiver (re)started is accepted
+(docs/cluster-membership.md, "Freshness").
 
 ``Codec.decode`` raises ``BadMessageError`` (with a ``reason`` the protocol counts)
 for anything it does not accept, and never any other exception.
@@ -32,7 +36,7 @@ import attrs
 
 from cloudp2p.errors import CloudP2PError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the envelope carries ``echo``
 TAG_SIZE = hashlib.sha256().digest_size
 # The largest datagram we send or accept (JSON + tag). UDP over IPv4 carries at most 65,507 bytes;
 # a request of up to 60,000 bytes of JSON (docs/INTERFACES.md) fits with its envelope.
@@ -48,6 +52,7 @@ VERSION = "version"
 UNKNOWN_PEER = "unknown_peer"
 MISDIRECTED = "misdirected"
 REPLAY = "replay"
+UNFRESH = "unfresh"
 STALE_TERM = "stale_term"
 BAD_TERM_OWNER = "bad_term_owner"
 
@@ -181,12 +186,15 @@ MESSAGE_TYPES: dict[str, type] = {
 }
 # The messages counted as election traffic (heartbeats and app messages are not).
 ELECTION_TYPES = frozenset({Succeed.TYPE, Election.TYPE, Answer.TYPE, Grant.TYPE, Coordinator.TYPE})
-_ENVELOPE_KEYS = frozenset({"v", "type", "from", "to", "inc", "seq", "term"})
+_ENVELOPE_KEYS = frozenset({"v", "type", "from", "to", "inc", "seq", "term", "echo"})
 
 
 @attrs.frozen
 class Envelope:
-    """A message with who sent it to whom, in which incarnation, its sequence number and the sender's term."""
+    """A message with who sent it to whom, in which incarnation, its sequence number and the sender's term.
+
+    ``echo`` is the recipient's incarnation as the sender knows it (0 if unknown).
+    """
 
     sender: int = attrs.field(validator=_server_id)
     recipient: int = attrs.field(validator=_server_id)
@@ -194,6 +202,7 @@ class Envelope:
     seq: int = attrs.field(validator=_counter)
     term: int = attrs.field(validator=_counter)
     message: Message = attrs.field()
+    echo: int = attrs.field(default=0, validator=_counter)
 
     @message.validator
     def _known(self, _attr: attrs.Attribute, value: Any) -> None:
@@ -237,6 +246,7 @@ class Codec:
             "inc": envelope.incarnation,
             "seq": envelope.seq,
             "term": envelope.term,
+            "echo": envelope.echo,
         }
         for key, value in fields.items():
             obj[key] = list(value) if isinstance(value, tuple) else value
@@ -276,6 +286,7 @@ class Codec:
             envelope = Envelope(
                 sender=obj.get("from"), recipient=obj.get("to"), incarnation=obj.get("inc"),
                 seq=obj.get("seq"), term=obj.get("term"), message=message,
+                echo=obj.get("echo"),
             )
         except (TypeError, ValueError) as e:
             raise BadMessageError(MALFORMED, str(e)) from None
@@ -329,3 +340,45 @@ class ReplayGuard:
 
     def forget(self, sender: int) -> None:
         self._senders.pop(sender, None)
+
+
+@attrs.define
+class Freshness:
+    """Refuses a datagram that does not echo this server's current incarnation.
+
+    ``ReplayGuard`` lives in memory, so after a restart it cannot tell a
+    recording of what a peer sent to the previous incarnation from new
+    traffic. Every envelope therefore carries ``echo``: the recipient's
+    incarnation as the sender last read it from an authenticated datagram.
+    A peer can only echo ``incarnation`` after this incarnation started, so a
+    datagram that echoes it was sent to this incarnation, whose ``ReplayGuard``
+    has watched every such datagram; anything else (a recording, or a late
+    datagram meant for an earlier life) is refused as ``UNFRESH``.
+
+    An authenticated datagram still teaches the sender's incarnation (the
+    highest seen, so an old recording cannot lower it) even when it is
+    refused: that is what this server echoes back, which breaks the
+    chicken-and-egg after both sides restart.
+    """
+
+    incarnation: int = attrs.field(validator=_counter)
+    _latest: dict[int, int] = attrs.field(factory=dict)
+
+    @incarnation.validator
+    def _positive(self, _attr: attrs.Attribute, value: int) -> None:
+        if value < 1:
+            raise ValueError("the incarnation must be >= 1 (0 means unknown in an echo)")
+
+    def check(self, envelope: Envelope) -> None:
+        """Learn the sender's incarnation; ``BadMessageError(UNFRESH)`` unless ``envelope`` echoes ours."""
+        sender, inc = envelope.sender, envelope.incarnation
+        if inc > self._latest.get(sender, 0):
+            self._latest[sender] = inc
+        if envelope.echo != self.incarnation:
+            raise BadMessageError(
+                UNFRESH, f"server {sender} echoes incarnation {envelope.echo}, ours is {self.incarnation}"
+            )
+
+    def echo_for(self, peer: int) -> int:
+        """What to put in ``echo`` for ``peer``: its newest incarnation seen, 0 if none yet."""
+        return self._latest.get(peer, 0)

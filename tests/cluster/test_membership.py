@@ -36,8 +36,11 @@ def started(n=3, **kw):
 def test_protocol_drops_and_counts_bad_datagrams():
     got = []
     codec = Codec(SECRET, {1, 2}, me=1)
-    proto = ClusterProtocol(codec, lambda env, addr: got.append(env))
-    good = codec.encode(Envelope(2, 1, 1, 1, 0, Heartbeat(load=0.1)))
+    unfresh = []
+    proto = ClusterProtocol(
+        codec, lambda env, addr: got.append(env), incarnation=5, on_unfresh=unfresh.append,
+    )
+    good = codec.encode(Envelope(2, 1, 1, 1, 0, Heartbeat(load=0.1), echo=5))
     proto.datagramReceived(good, ("127.0.0.1", 1))
     proto.datagramReceived(good, ("127.0.0.1", 1))  # replayed
     proto.datagramReceived(b"garbage" * 10, ("127.0.0.1", 1))
@@ -47,9 +50,12 @@ def test_protocol_drops_and_counts_bad_datagrams():
     proto.datagramReceived(Codec(SECRET, {1, 2, 9}).encode(
         Envelope(9, 1, 1, 1, 0, Heartbeat(load=0.1))), ("127.0.0.1", 1))
     proto.datagramReceived(codec.encode(Envelope(1, 2, 1, 3, 0, Heartbeat(load=0.1))), ("127.0.0.1", 1))
+    stale = Envelope(2, 1, 1, 4, 0, Heartbeat(load=0.1), echo=4)  # meant for an earlier incarnation
+    proto.datagramReceived(codec.encode(stale), ("127.0.0.1", 1))
     assert len(got) == 1
+    assert unfresh == [stale]
     assert dict(proto.dropped) == {
-        "replay": 1, "forged": 2, "oversized": 1, "unknown_peer": 1, "misdirected": 1,
+        "replay": 1, "forged": 2, "oversized": 1, "unknown_peer": 1, "misdirected": 1, "unfresh": 1,
     }
     assert proto.maxPacketSize > MAX_DATAGRAM
 
@@ -60,8 +66,9 @@ def test_protocol_never_raises_out_of_datagram_received():
     def broken(env, addr):
         raise RuntimeError("handler bug")
 
-    proto = ClusterProtocol(codec, broken)
-    proto.datagramReceived(codec.encode(Envelope(2, 1, 1, 1, 0, Heartbeat(load=0.1))), ("127.0.0.1", 1))
+    proto = ClusterProtocol(codec, broken, incarnation=5)
+    good = codec.encode(Envelope(2, 1, 1, 1, 0, Heartbeat(load=0.1), echo=5))
+    proto.datagramReceived(good, ("127.0.0.1", 1))
     proto.datagramReceived(None, ("127.0.0.1", 1))  # not even bytes
     assert dict(proto.dropped) == {"handler_error": 1, "internal": 1}
 
@@ -133,7 +140,9 @@ def test_a_failing_app_handler_or_callback_does_not_break_the_node():
     c.nodes[1].send_app(2, "unknown-kind", {})
     c.crash(1)
     assert c.settle(2.5) == (2, 2)
-    assert c.nodes[2].status()["counters"]["dropped"] == {"no_app_handler": 1}
+    dropped = c.nodes[2].status()["counters"]["dropped"]
+    dropped.pop("unfresh", None)  # the peers' first heartbeats, sent before they knew 2's incarnation
+    assert dropped == {"no_app_handler": 1}
 
 
 def test_on_change_fires_on_coordinator_and_membership_changes():
@@ -251,7 +260,8 @@ def test_three_nodes_over_real_udp():
                 break
             yield task.deferLater(reactor, 0.05, lambda: None)
         assert got == [(1, 50_000)]
-        assert all(not n.protocol.dropped for n in nodes.values())
+        # Only the first heartbeats, sent before the peers knew each other's incarnation.
+        assert all(set(n.protocol.dropped) <= {"unfresh"} for n in nodes.values())
     finally:
         for i in ids:
             nodes[i].stop()

@@ -23,4 +23,7 @@ def test_real_replayed_and_forged_cluster_traffic_changes_no_coordinator_or_term
     assert out["views_after"] == out["views_before"], out
     assert out["dropped"].get("forged", 0) >= out["forged"], out  # every forged datagram refused
     assert out["dropped"].get("replay", 0) > 0 and out["dropped"].get("misdirected", 0) > 0, out
+    # The restarted server refuses what its previous life was sent (it echoes an incarnation that is over).
+    assert out["captured_to_old_incarnation"] > 0 and out["dropped"].get("unfresh", 0) > 0, out
+    assert out["accepted"] == 0, out
     assert out["ok"], out["problems"]
