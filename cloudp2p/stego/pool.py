@@ -18,6 +18,12 @@ wait in a ``DeferredSemaphore`` on the reactor, so cancelling a waiting job's
 Deferred drops it without it ever running. The executor's future completes in
 a worker-management thread; its result is carried back with
 ``reactor.callFromThread``, so the reactor thread never blocks on it.
+
+A process pool starts its worker processes lazily, inside ``submit``: the first
+job of a server (and the first after a worker died) starts the forkserver and
+waits for it to fork. That handshake took 0.17-0.52 s on a loaded 2-core
+machine and stood the reactor still, so a process pool's
+``submit`` runs in one dedicated *submitter* thread, never on the reactor.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +61,9 @@ class WorkPool:
         self.kind = kind
         self.max_workers = workers
         self._executor: concurrent.futures.Executor | None = None
+        # One thread that creates the process pool and hands it jobs (starting a worker process
+        # blocks): only it creates executors, so they need no lock.
+        self._submitter: concurrent.futures.ThreadPoolExecutor | None = None
         self._semaphore = defer.DeferredSemaphore(workers)
         self._closed = False
 
@@ -91,24 +101,30 @@ class WorkPool:
             executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
-    def _submit(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+    def _start(self, fn: Callable[..., Any], *args: Any) -> tuple[Any, concurrent.futures.Future[Any]]:
+        """Hand one job to the executor (created here if needed); may start a worker process."""
         executor = self._get_executor()
         try:
-            future = executor.submit(fn, *args)
+            return executor, executor.submit(fn, *args)
         except concurrent.futures.BrokenExecutor:
             self._forget_broken(executor)
-            future = self._get_executor().submit(fn, *args)
+            executor = self._get_executor()
+            return executor, executor.submit(fn, *args)
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        cancelled = threading.Event()
+        started: list[concurrent.futures.Future[Any]] = []
 
         def cancel(d: defer.Deferred[Any]) -> None:
-            future.cancel()  # only works before it started; a running job finishes and is ignored
+            cancelled.set()  # not handed to the executor yet: it never will be
+            if started:
+                started[0].cancel()  # only works before it started; a running job finishes, ignored
 
         d: defer.Deferred[Any] = defer.Deferred(cancel)
 
-        def deliver(done: concurrent.futures.Future[Any]) -> None:
-            # Runs in the executor's thread (or right here, if already done).
-            if d.called:
-                return
-            if done.cancelled():
+        def deliver(executor: Any, done: concurrent.futures.Future[Any]) -> None:
+            # On the reactor thread.
+            if d.called or done.cancelled():
                 return
             error = done.exception()
             if error is not None:
@@ -118,12 +134,42 @@ class WorkPool:
             else:
                 d.callback(done.result())
 
-        future.add_done_callback(lambda done: self.reactor.callFromThread(deliver, done))
+        def refused(failure: Failure) -> None:
+            if not d.called:
+                d.errback(failure)
+
+        def start() -> None:
+            # In the submitter thread (process pools) or right here (thread pools).
+            if cancelled.is_set() or self._closed:
+                return
+            try:
+                executor, future = self._start(fn, *args)
+            except Exception:
+                self.reactor.callFromThread(refused, Failure())
+                return
+            if self._closed:  # shut down while this job was being handed over
+                self.shutdown()
+            started.append(future)
+            if cancelled.is_set():
+                future.cancel()
+            future.add_done_callback(lambda done: self.reactor.callFromThread(deliver, executor, done))
+
+        if self.kind == "process":
+            if self._submitter is None:
+                self._submitter = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="cloudp2p-stego-submit"
+                )
+            self._submitter.submit(start)
+        else:
+            start()
         return d
 
     def shutdown(self, wait: bool = False) -> None:
         """Stop accepting work; ``wait`` blocks until running jobs finish (never on the reactor)."""
         self._closed = True
+        if self._submitter is not None:
+            self._submitter.shutdown(wait=False, cancel_futures=True)
+            self._submitter = None
         if self._executor is not None:
             self._executor.shutdown(wait=wait, cancel_futures=True)
             self._executor = None
