@@ -34,6 +34,7 @@ from typing import Any
 from cloudp2p.config import format_hostport
 from cloudp2p.errors import CloudP2PError, CloudUnreachable, RequestFailed
 from cloudp2p.tools import status as status_tool
+from cloudp2p.tools.daemon import DaemonProcess
 
 Address = tuple[str, int]
 READY_RE = re.compile(r"cloudp2p-server (\d+) ready: cluster (\S+) clients (\S+)")
@@ -41,18 +42,6 @@ READY_RE = re.compile(r"cloudp2p-server (\d+) ready: cluster (\S+) clients (\S+)
 
 class ServerFailedError(CloudP2PError):
     """A cloud server process did not start or stopped unexpectedly."""
-
-
-def twistd_command() -> list[str]:
-    """The venv's twistd (next to this Python), or twistd run through this Python."""
-    candidate = os.path.join(os.path.dirname(sys.executable), "twistd")
-    if os.access(candidate, os.X_OK):
-        return [candidate]
-    return [
-        sys.executable,
-        "-c",
-        "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()",
-    ]
 
 
 def free_udp_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -101,8 +90,10 @@ def dump_toml(config: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(out)
 
 
-class ServerProcess:
+class ServerProcess(DaemonProcess):
     """One ``twistd -n cloudp2p-server --config FILE`` process."""
+
+    failure = ServerFailedError
 
     def __init__(
         self,
@@ -114,109 +105,25 @@ class ServerProcess:
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.config_path = os.path.abspath(config_path)
-        self.log_path = os.path.abspath(log_path) if log_path else None
+        super().__init__(log_path, label=self.config_path)
         self.server_id = server_id
         self.cwd = cwd or os.path.dirname(self.config_path)
         self.env = dict(env) if env is not None else None
-        self.process: subprocess.Popen[bytes] | None = None
         self.ready_line: str | None = None
-        self.starts = 0
-
-    def command(self) -> list[str]:
-        return [
-            *twistd_command(),
-            "-n",
-            "--pidfile=",
-            "--logfile",
-            self.log_path or "-",
-            "cloudp2p-server",
-            "--config",
-            self.config_path,
-        ]
 
     def start(self, *, stdout: Any = None) -> None:
-        if self.alive:
-            raise ServerFailedError(f"{self.config_path} is already running")
-        if self.log_path and os.path.exists(self.log_path):
-            # Keep the previous run's log next to the new one for debugging.
-            os.replace(self.log_path, f"{self.log_path}.{self.starts}")
-        env = dict(os.environ if self.env is None else self.env)
-        env.setdefault("PYTHONUNBUFFERED", "1")
         self.ready_line = None
-        self.process = subprocess.Popen(
-            self.command(),
-            cwd=self.cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout if stdout is not None else subprocess.DEVNULL,
-            stderr=subprocess.STDOUT if stdout is not None else subprocess.DEVNULL,
-        )
-        self.starts += 1
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_text(self) -> str:
-        if not self.log_path:
-            return ""
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
+        args = ["cloudp2p-server", "--config", self.config_path]
+        self._spawn(args, cwd=self.cwd, env=self.env, stdout=stdout)
 
     def wait_ready(self, timeout: float = 20.0) -> str:
         """Wait for the readiness line in the log; ServerFailedError if the process exits or times out."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = READY_RE.search(self.log_text())
-            if match and (self.server_id is None or int(match.group(1)) == self.server_id):
-                self.ready_line = match.group(0)
-                return self.ready_line
-            if not self.alive:
-                code = self.process.returncode if self.process else None
-                raise ServerFailedError(f"{self.config_path} exited with {code}:\n{self.tail()}")
-            time.sleep(0.05)
-        raise ServerFailedError(f"{self.config_path} not ready after {timeout} s:\n{self.tail()}")
 
-    def tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
+        def ours(match: re.Match[str]) -> bool:
+            return self.server_id is None or int(match.group(1)) == self.server_id
 
-    def signal(self, sig: int) -> None:
-        if self.alive:
-            self.process.send_signal(sig)
-
-    def kill(self) -> None:
-        """kill -9, and reap it."""
-        if self.process is not None and self.alive:
-            self.process.kill()
-        if self.process is not None:
-            self.process.wait(timeout=10)
-
-    def pause(self) -> None:
-        self.signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self.signal(signal.SIGCONT)
-
-    def stop(self, grace: float = 10.0) -> int | None:
-        """SIGTERM (continuing it first if paused), then SIGKILL after ``grace`` seconds."""
-        if self.process is None:
-            return None
-        if self.alive:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        return self.process.returncode
+        self.ready_line = self.wait_for_line(READY_RE, timeout, ours).group(0)
+        return self.ready_line
 
 
 class LocalCluster:

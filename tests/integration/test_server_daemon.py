@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from cloudp2p.tools.cluster import READY_RE, LocalCluster, dump_toml, twistd_command
+from cloudp2p.tools.cluster import READY_RE, LocalCluster, dump_toml
+from cloudp2p.tools.daemon import twistd_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
