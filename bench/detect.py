@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = {
     "coffee": (ROOT / "cloudp2p" / "data" / "covers" / "coffee.png", "RGB"),
     "chelsea": (ROOT / "cloudp2p" / "data" / "covers" / "chelsea.png", "RGB"),
-    "astronaut": (ROOT / "cloudp2p" / "data" / "covers" / "astronaut.png", "RGB"),
+    "astronaut": (ROOT / "tests" / "data" / "astronaut.png", "RGB"),  # not a default cover: see docs/stego.md
     "camera": (ROOT / "tests" / "data" / "camera.png", "L"),
 }
 TARGETED = ("coffee", "chelsea")

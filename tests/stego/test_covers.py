@@ -15,7 +15,8 @@ from .conftest import data_bytes
 
 def test_the_library_ships_real_photographs():
     names = [name for name, _ in covers.library()]
-    assert {"astronaut.png", "coffee.png", "chelsea.png"} <= set(names)
+    assert {"coffee.png", "chelsea.png"} <= set(names)
+    assert "astronaut.png" not in names  # clipped to 0 in 11 % of samples: RS reads 0.165 at 50 %
     for _, array in covers.library():
         assert array.dtype == np.uint8 and array.ndim == 3 and not array.flags.writeable
 
@@ -34,7 +35,7 @@ def test_a_payload_larger_than_every_default_scales_the_largest():
     array, said = covers.choose_cover(needed, None)
     assert capacity_bits(array.shape) >= needed
     assert capacity_bits((array.shape[0] - 2, array.shape[1] - 2, 3)) < needed  # just enough
-    assert "scaled" in said and "astronaut.png" in said
+    assert "scaled" in said and "coffee.png" in said
     assert engine.extract(engine.embed(array, b"x" * (needed // 8), b"k"), b"k", 3) == b"xxx"
 
 
