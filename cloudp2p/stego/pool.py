@@ -32,6 +32,7 @@ import concurrent.futures
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,31 @@ KINDS = ("process", "thread")
 
 def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
+
+
+ORPHAN_CHECK_INTERVAL = 1.0  # seconds between a worker's checks that its server still lives
+
+
+def _watch_parent(parent_pid: int, interval: float) -> None:
+    while True:
+        time.sleep(interval)
+        try:
+            os.kill(parent_pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:  # the pid was reused by someone else's process: ours is gone
+            os._exit(0)
+
+
+def exit_with_parent(parent_pid: int, interval: float = ORPHAN_CHECK_INTERVAL) -> None:
+    """Worker initializer: end this worker soon after the server that made the pool dies.
+
+    A server killed with kill -9 cannot shut its pool down, and its workers would live on:
+    each holds both ends of its own job pipe (so it never reads end-of-file) and the
+    forkserver's liveness pipe (so the forkserver and the resource tracker live on too).
+    Measured before this: every `make test` left about 20 such processes, up to 70 MB each.
+    """
+    threading.Thread(target=_watch_parent, args=(parent_pid, interval), daemon=True).start()
 
 
 class WorkPool:
@@ -73,7 +99,10 @@ class WorkPool:
                 method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
                 try:
                     self._executor = concurrent.futures.ProcessPoolExecutor(
-                        max_workers=self.max_workers, mp_context=multiprocessing.get_context(method)
+                        max_workers=self.max_workers,
+                        mp_context=multiprocessing.get_context(method),
+                        initializer=exit_with_parent,
+                        initargs=(os.getpid(),),
                     )
                 except (ImportError, NotImplementedError, OSError) as e:
                     # No working multiprocessing here (no sem_open, a sandbox...): threads still keep

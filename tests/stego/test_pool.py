@@ -166,7 +166,7 @@ class SlowToStartPool(concurrent.futures.ThreadPoolExecutor):
 
     submitted_on: list[threading.Thread] = []
 
-    def __init__(self, max_workers: int, mp_context: object = None) -> None:
+    def __init__(self, max_workers: int, mp_context: object = None, **_: object) -> None:
         super().__init__(max_workers=max_workers)
 
     def submit(self, fn, /, *args, **kwargs):
@@ -209,3 +209,60 @@ def test_a_job_cancelled_while_the_pool_starts_never_runs(monkeypatch):
     yield work.run(ran.append, "third")
     work.shutdown()
     assert ran == ["first", "third"]
+
+
+_ORPHAN_CHILD = """
+import os, sys, time
+from twisted.internet import reactor
+from cloudp2p.stego import pool
+work = pool.WorkPool(reactor, max_workers=1)
+executor = work._get_executor()
+print(executor.submit(os.getpid).result(timeout=60), flush=True)
+time.sleep(120)
+"""
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie is gone for our purpose (its parent has not reaped it yet).
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc (Linux)")
+def test_workers_and_forkserver_end_when_their_server_is_killed():
+    """kill -9 of a server must not leave its pool's processes behind (they used to live forever)."""
+    import signal
+    import subprocess
+    import sys
+
+    server = subprocess.Popen([sys.executable, "-c", _ORPHAN_CHILD], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(server.stdout.readline())
+        forkserver = _ppid(worker)
+        assert worker != server.pid and forkserver is not None
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(10)
+        deadline = time.monotonic() + 10  # bounded: the worker checks once a second
+        while time.monotonic() < deadline and not (_gone(worker) and _gone(forkserver)):
+            time.sleep(0.1)
+        assert _gone(worker), "the pool's worker outlived its server"
+        assert _gone(forkserver), "the forkserver outlived its server"
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
