@@ -53,7 +53,6 @@ def _peers(value: list) -> dict[int, tuple[str, int]]:
     return peers
 
 
-_number = seconds
 _buffer = at_least(65536, "bytes")
 
 
@@ -65,9 +64,9 @@ SECTION = Section(
         "listen": Field(str, check=hostport_or_zero, doc="host:port of this server's cluster socket"),
         "secret": Field(str, check=_secret, doc="HMAC-SHA256 key shared by all servers"),
         "peers": Field(list, default=[], check=_peers, doc='["ID@host:port", ...] of the other servers'),
-        "heartbeat_interval": Field((int, float), default=0.2, check=_number, doc="seconds"),
-        "failure_timeout": Field((int, float), default=1.0, check=_number, doc="seconds"),
-        "election_timeout": Field((int, float), default=0.3, check=_number, doc="seconds"),
+        "heartbeat_interval": Field((int, float), default=0.2, check=seconds, doc="seconds"),
+        "failure_timeout": Field((int, float), default=1.0, check=seconds, doc="seconds"),
+        "election_timeout": Field((int, float), default=0.3, check=seconds, doc="seconds"),
         "receive_buffer": Field(int, default=1 << 20, check=_buffer, doc="SO_RCVBUF in bytes"),
     },
 )

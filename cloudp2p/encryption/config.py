@@ -22,7 +22,6 @@ def _covers_dir(value: str) -> str:
     return value
 
 
-_seconds = seconds
 
 
 SECTION = Section(
@@ -33,7 +32,7 @@ SECTION = Section(
         "workers": Field(int, 2, in_range(1, 64), "processes that hide images"),
         "png_compress_level": Field(int, 1, in_range(0, 9), "zlib level of result PNGs"),
         "max_image_size": Field(int, 64 * 1024 * 1024, in_range(1024, 2**31), "largest secret/cover, bytes"),
-        "fetch_timeout": Field((int, float), 120.0, _seconds, "seconds to fetch the client's image"),
-        "result_ttl": Field((int, float), 300.0, _seconds, "seconds the result stays offered"),
+        "fetch_timeout": Field((int, float), 120.0, seconds, "seconds to fetch the client's image"),
+        "result_ttl": Field((int, float), 300.0, seconds, "seconds the result stays offered"),
     },
 )

@@ -49,7 +49,6 @@ def _server_id(value: int) -> int:
 
 
 _count = at_least(1)
-_seconds = seconds
 _buffer = at_least(65536, "bytes")
 
 
@@ -66,14 +65,14 @@ SECTION = Section(
         "pending_ttl": Field(
             (int, float),
             default=60.0,
-            check=_seconds,
+            check=seconds,
             doc="seconds before an unfinished request is forgotten",
         ),
         "max_done": Field(int, default=20_000, check=_count, doc="replies kept to answer retries"),
-        "done_ttl": Field((int, float), default=120.0, check=_seconds, doc="seconds a reply is kept"),
+        "done_ttl": Field((int, float), default=120.0, check=seconds, doc="seconds a reply is kept"),
         "max_running": Field(int, default=256, check=_count, doc="handlers running at once"),
         "resend_after": Field(
-            (int, float), default=0.5, check=_seconds, doc="coordinator re-sends an unfinished assignment"
+            (int, float), default=0.5, check=seconds, doc="coordinator re-sends an unfinished assignment"
         ),
         "outstanding_weight": Field(
             (int, float), default=0.25, check=in_range(0, 100), doc="load per outstanding assignment"

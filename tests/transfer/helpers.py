@@ -60,5 +60,19 @@ def fetch_offer(b: TransferManager, offer, host: str = HOST_A, **kwargs: Any) ->
     return b.fetch((host, offer.port), offer.transfer_id, offer.size, offer.sha256, **kwargs)
 
 
+def fetch_offer_to_file(b: TransferManager, offer, target, host: str = HOST_A) -> tuple[defer.Deferred, list]:
+    """Start ``b.fetch_to_file`` of ``offer`` into ``target``; returns (Deferred, bytes-done list)."""
+    progress: list[int] = []
+    d = b.fetch_to_file(
+        target,
+        (host, offer.port),
+        offer.transfer_id,
+        offer.size,
+        offer.sha256,
+        progress=lambda done, total: progress.append(done),
+    )
+    return d, progress
+
+
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

@@ -21,7 +21,7 @@ from cloudp2p.transfer import (
     wire,
 )
 
-from .helpers import FAST, HOST_A, HOST_B, failure_of, fetch_offer, manager, pair, run
+from .helpers import FAST, HOST_A, HOST_B, failure_of, fetch_offer, fetch_offer_to_file, manager, pair, run
 
 
 def payload(n: int, seed: int = 7) -> bytes:
@@ -33,15 +33,7 @@ def test_sender_vanishes_mid_transfer_fetch_times_out_in_bounded_time(tmp_path):
     data = payload(2_000_000)
     offer = a.offer(data)
     target = tmp_path / "out.bin"
-    progress = []
-    d = b.fetch_to_file(
-        target,
-        (HOST_A, offer.port),
-        offer.transfer_id,
-        offer.size,
-        offer.sha256,
-        progress=lambda done, total: progress.append(done),
-    )
+    d, progress = fetch_offer_to_file(b, offer, target)
     net.run(5.0, until=lambda: bool(progress) and progress[-1] > 200_000)
     assert progress and progress[-1] < len(data)
     net.partition({HOST_B})  # the sender is gone

@@ -7,7 +7,7 @@ import random
 
 from cloudp2p.transfer import TransferAborted, TransferTimeout
 
-from .helpers import HOST_A, HOST_B, failure_of, manager, pair, run
+from .helpers import HOST_A, HOST_B, failure_of, fetch_offer_to_file, manager, pair, run
 
 
 def test_interrupted_fetch_resumes_from_the_part_file_when_both_sides_are_back(tmp_path):
@@ -16,15 +16,7 @@ def test_interrupted_fetch_resumes_from_the_part_file_when_both_sides_are_back(t
     chunks = -(-len(data) // 1200)
     offer = a.offer(data)
     target = tmp_path / "shared.png"
-    progress = []
-    d = b.fetch_to_file(
-        target,
-        (HOST_A, offer.port),
-        offer.transfer_id,
-        offer.size,
-        offer.sha256,
-        progress=lambda done, total: progress.append(done),
-    )
+    d, progress = fetch_offer_to_file(b, offer, target)
     net.run(10.0, until=lambda: bool(progress) and progress[-1] >= len(data) // 2)
     net.partition({HOST_A}, {HOST_B})  # both sides lose each other (say the sender's process dies)
     failure, _ = failure_of(net, d)
@@ -99,15 +91,7 @@ def test_a_restarted_receiver_resumes_from_its_saved_state(tmp_path):
     data = random.Random(7).randbytes(1_000_000)
     offer = a.offer(data)
     target = tmp_path / "again.bin"
-    progress = []
-    d = b.fetch_to_file(
-        target,
-        (HOST_A, offer.port),
-        offer.transfer_id,
-        offer.size,
-        offer.sha256,
-        progress=lambda done, total: progress.append(done),
-    )
+    d, progress = fetch_offer_to_file(b, offer, target)
     net.run(10.0, until=lambda: bool(progress) and progress[-1] >= len(data) // 2)
     b.stop()  # the client daemon stops: the fetch saves its state
     failure, _ = failure_of(net, d, 0.01)
