@@ -178,7 +178,7 @@ def cluster_figures(statuses: list[dict[str, Any]]) -> dict[str, Any]:
 async def stress(reactor: Any, args: argparse.Namespace) -> int:
     from bench import stress_check, stress_plot
     from bench.stress_users import Ledger, User, load_photos, make_thumbnail, run_users
-    from cloudp2p.tools.cluster import LocalCluster
+    from cloudp2p.testing.cluster import LocalCluster
     from cloudp2p.transfer import TransferManager
 
     run_start = time.monotonic()

@@ -11,7 +11,7 @@ from cloudp2p.encryption import container as c
 from cloudp2p.encryption import keywrap
 from cloudp2p.encryption.keys import UserKeys
 from cloudp2p.errors import RequestFailed
-from cloudp2p.tools.cluster import LocalCluster
+from cloudp2p.testing.cluster import LocalCluster
 from cloudp2p.transfer import TransferManager
 
 from .test_heartbeat import small_photo
