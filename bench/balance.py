@@ -23,7 +23,7 @@ from typing import Any
 
 from twisted.internet import defer, task
 
-from cloudp2p.cluster.client import ClientRouter
+from cloudp2p.routing.client import ClientRouter
 from cloudp2p.testing.cluster import LocalCluster
 
 

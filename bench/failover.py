@@ -22,7 +22,7 @@ import time
 
 from twisted.internet import defer, task
 
-from cloudp2p.cluster.client import ClientRouter
+from cloudp2p.routing.client import ClientRouter
 from cloudp2p.testing.cluster import LocalCluster
 
 

@@ -22,8 +22,8 @@ import threading
 import time
 from typing import Any
 
-from cloudp2p.cluster.messages import TAG_SIZE, Codec, Coordinator, Envelope, Heartbeat
 from cloudp2p.config import format_hostport
+from cloudp2p.membership.messages import TAG_SIZE, Codec, Coordinator, Envelope, Heartbeat
 from cloudp2p.testing.cluster import LocalCluster, dump_toml
 
 Address = tuple[str, int]

@@ -153,7 +153,7 @@ def latency_figures(records: list[dict[str, Any]]) -> dict[str, float]:
 
 def cluster_figures(statuses: list[dict[str, Any]]) -> dict[str, Any]:
     """Elections and message counts, summed over every server (and every life of a restarted one)."""
-    from cloudp2p.cluster.messages import ELECTION_TYPES
+    from cloudp2p.membership.messages import ELECTION_TYPES
 
     elections = claims = 0
     sent: Counter[str] = Counter()

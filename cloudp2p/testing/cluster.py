@@ -33,8 +33,8 @@ from typing import Any
 
 from cloudp2p.config import format_hostport
 from cloudp2p.errors import CloudP2PError, CloudUnreachable, RequestFailed
-from cloudp2p.tools import status as status_tool
 from cloudp2p.testing.daemon import DaemonProcess
+from cloudp2p.tools import status as status_tool
 
 Address = tuple[str, int]
 READY_RE = re.compile(r"cloudp2p-server (\d+) ready: cluster (\S+) clients (\S+)")

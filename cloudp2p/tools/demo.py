@@ -25,8 +25,8 @@ import textwrap
 import time
 from typing import Any, TextIO
 
-from cloudp2p.testing.client import ClientProcess, CommandResult
 from cloudp2p.errors import CloudP2PError
+from cloudp2p.testing.client import ClientProcess, CommandResult
 
 PASSWORDS = {"alice": "alice-demo-password", "bob": "bob-demo-password"}
 

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cloudp2p.testing.client import ClientProcess, CommandResult
 from cloudp2p.errors import CloudP2PError
+from cloudp2p.testing.client import ClientProcess, CommandResult
 
 MYSQL_SERVER = os.environ.get("CLOUDP2P_TEST_MYSQL", "mysql://root@127.0.0.1:3306")
 PASSWORD = "e2e-password-123"

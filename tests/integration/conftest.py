@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from cloudp2p.cluster.client import ClientRouter
+from cloudp2p.routing.client import ClientRouter
 from cloudp2p.testing.cluster import LocalCluster
 
 
