@@ -129,7 +129,8 @@ class Store:
         self._cleanup: task.LoopingCall | None = None
         self._closed = False
         self._shutdown_trigger: Any = None
-        # Test hook: ``fault_hook("register:in_transaction")`` runs on the database thread between an
+        # Test hook: ``fault_hook("register:journal_checked")`` runs on the database thread after the
+        # journal look-up and before the change, ``"register:in_transaction"`` between an
         # operation's change and its journal record, ``"register:committed"`` on the reactor thread
         # after the commit and before the reply. See ``crash_hook``.
         self.fault_hook: Callable[[str], None] | None = None
@@ -250,14 +251,27 @@ class Store:
         """Run ``work`` in a write transaction, at most once per ``request_id`` (see the module doc)."""
         key = request_key(request_id) if request_id else None
 
+        def recorded(tx: Tx) -> dict | None:
+            row = tx.one("SELECT op, reply FROM journal WHERE request_key = ?", (key,))
+            if row is None:
+                return None
+            if row[0] != op:
+                raise OpError("request_id_reused", f"this request id was already used for {row[0]!r}")
+            return json.loads(row[1])
+
         def txn(tx: Tx) -> dict:
-            if key is not None:
-                row = tx.one("SELECT op, reply FROM journal WHERE request_key = ?", (key,))
-                if row is not None:
-                    if row[0] != op:
-                        raise OpError("request_id_reused", f"this request id was already used for {row[0]!r}")
-                    return json.loads(row[1])
-            reply = work(tx)
+            if key is not None and (reply := recorded(tx)) is not None:
+                return reply
+            self._fault(f"{op}:journal_checked")
+            try:
+                reply = work(tx)
+            except OpError:
+                # Another server may have run the same request and committed after our look-up
+                # (MySQL's READ COMMITTED lets two transactions pass the check at once): its
+                # change is what made ours fail, and its recorded reply is the answer.
+                if key is not None and (reply := recorded(tx)) is not None:
+                    return reply
+                raise
             self._fault(f"{op}:in_transaction")
             if key is not None:
                 tx.execute(

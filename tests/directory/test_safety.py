@@ -18,11 +18,15 @@ import uuid
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 
 from cloudp2p.directory import default_section
 from cloudp2p.ops import OpError
 from tests.directory.conftest import call, keys, new_user
+
+
+def deferLater(seconds: float):
+    return task.deferLater(reactor, seconds, lambda: None)
 
 
 async def _users_named(store, name: str) -> list[tuple]:
@@ -63,6 +67,40 @@ async def test_one_request_run_by_two_servers_at_once(make_store):
         )
         assert first == second
         assert await _users_named(a, args["username"]) == [(first["user_id"],)]
+
+
+@pytest.mark.parametrize("backend", [pytest.param("mysql", marks=pytest.mark.mysql)], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_request_committed_by_another_server_after_our_journal_check(make_store):
+    """Server B checks the journal, then server A runs and commits the same request: B's change
+    fails (the name is taken by A's run) and B must answer with A's recorded reply.
+
+    MySQL only: its READ COMMITTED lets both transactions pass the journal check at once, while
+    SQLite's ``BEGIN IMMEDIATE`` makes the second wait for the first before it reads anything.
+    """
+    import threading
+
+    a, b = make_store(), make_store()
+    b_checked, a_committed = threading.Event(), threading.Event()
+
+    def hold_b(where: str) -> None:
+        if where == "register:journal_checked":
+            b_checked.set()
+            assert a_committed.wait(20), "server A never committed"
+
+    b.fault_hook = hold_b
+    args = {"username": "late", "password": "password", "keys": keys()}
+    rid = str(uuid.uuid4())
+    second = call(b, "register", args, request_id=rid)
+    for _ in range(200):
+        if b_checked.is_set():
+            break
+        await deferLater(0.05)
+    assert b_checked.is_set()
+    first = await call(a, "register", args, request_id=rid)
+    a_committed.set()
+    assert await second == first
+    assert await _users_named(a, "late") == [(first["user_id"],)]
 
 
 @pytest_twisted.ensureDeferred
