@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cloudp2p.client.process import ClientProcess
+from cloudp2p.testing.client import ClientProcess
 from cloudp2p.errors import CloudP2PError
 
 try:  # without playwright the `web` fixture skips (or, under CI=true, fails) with the reason
@@ -85,7 +85,7 @@ class WebWorld:
     def start(self) -> None:
         from playwright.sync_api import sync_playwright
 
-        from cloudp2p.tools.cluster import LocalCluster
+        from cloudp2p.testing.cluster import LocalCluster
 
         directory = {"backend": "sqlite", "path": os.path.join(self.workdir, "directory.sqlite3")}
         for attempt in range(3):  # a chosen free port can be taken before the server binds it
