@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cloudp2p.testing.client import ClientProcess
 from cloudp2p.errors import CloudP2PError
+from cloudp2p.testing.client import ClientProcess
 
 try:  # without playwright the `web` fixture skips (or, under CI=true, fails) with the reason
     from playwright.sync_api import expect
