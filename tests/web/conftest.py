@@ -1,5 +1,5 @@
 """The web app in a real browser: Debian's Chromium driven by Playwright, two real client daemons
-(alice, bob) and a real three-server cloud on SQLite, shared by the tests of a module.
+(alice, bob) and a real three-server cloud on SQLite, shared by the tests of this folder.
 
 Chromium is ``/usr/bin/chromium`` (``apt-get install chromium``; `.ci/run` installs it). Without it,
 or without the playwright package, the tests are skipped with the reason, except with ``CI=true``,
@@ -148,6 +148,26 @@ class WebWorld:
         self.pages[who].screenshot(path=path)
         return path
 
+    def signed_in(self, who: str) -> Any:
+        """``who``'s page, registered and signed in (a test may run alone or after the story)."""
+        page = self.pages[who]
+        status = self.clients[who].run("status").result["me"]
+        if status["signed_in"] and page.url.startswith("http"):
+            return page
+        page.goto(self.link(who))
+        if not status["username"]:
+            form = page.locator("#register-form")
+            form.locator("input[name=username]").fill(who)
+        elif not status["signed_in"]:
+            form = page.locator("#signin-form")
+        else:
+            expect(page.locator("#who")).to_have_text(f"signed in as {who}")
+            return page
+        form.locator("input[name=password]").fill(PASSWORD)
+        form.locator("button").click()
+        expect(page.locator("#who")).to_have_text(f"signed in as {who}")
+        return page
+
     def image(self, name: str, seed: int) -> tuple[str, bytes]:
         data = png_bytes(seed)
         path = os.path.join(self.workdir, name)
@@ -156,7 +176,7 @@ class WebWorld:
         return path, data
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def web() -> Iterator[WebWorld]:
     _require_browser()
     workdir = tempfile.mkdtemp(prefix="cp2p-web-")
