@@ -41,7 +41,7 @@ REBIND_HOST = "rebind.example"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = os.path.dirname(__file__)
     for item in items:
-        if str(item.fspath).startswith(here):
+        if str(item.fspath).startswith(here) and "web" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
             item.add_marker(pytest.mark.browser)
 
@@ -65,6 +65,16 @@ def png_bytes(seed: int, size: tuple[int, int] = (64, 48)) -> bytes:
     arr = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
     out = io.BytesIO()
     Image.fromarray(arr).save(out, format="PNG")
+    return out.getvalue()
+
+
+def photo_png(width: int = 144) -> bytes:
+    here = os.path.dirname(os.path.dirname(__file__))
+    with Image.open(os.path.join(here, "data", "rocket.jpg")) as im:
+        small = im.convert("RGB").resize((width, round(width * im.height / im.width)), Image.LANCZOS)
+    small.info.pop("icc_profile", None)  # no colour profile: the page shows the very pixel values
+    out = io.BytesIO()
+    small.save(out, format="PNG")
     return out.getvalue()
 
 
@@ -168,8 +178,9 @@ class WebWorld:
         expect(page.locator("#who")).to_have_text(f"signed in as {who}")
         return page
 
-    def image(self, name: str, seed: int) -> tuple[str, bytes]:
-        data = png_bytes(seed)
+    def image(self, name: str, seed: int | None = None) -> tuple[str, bytes]:
+        """A small PNG: random pixels from ``seed``, or (None) the rocket photo of tests/data, shrunk."""
+        data = png_bytes(seed) if seed is not None else photo_png()
         path = os.path.join(self.workdir, name)
         with open(path, "wb") as f:
             f.write(data)

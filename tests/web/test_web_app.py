@@ -21,6 +21,7 @@ import os
 from urllib.parse import urlsplit
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from .conftest import PASSWORD, REBIND_HOST, expect
@@ -94,36 +95,36 @@ def test_whole_story_in_the_browser(web):
     _register(web, "bob")
 
     # alice encrypts by upload (the file picker), sees original and cover side by side, publishes
-    path, original = web.image("harbour.png", 7)
+    path, original = web.image("launch.png")
     alice.set_input_files("#file", path)
-    card = alice.locator("#owned article", has_text="harbour.png")
+    card = alice.locator("#owned article", has_text="launch.png")
     expect(card).to_be_visible()
     for img in card.locator(".pair img").all():
         expect(img).to_have_js_property("complete", True)
-    assert card.locator(".pair img").nth(0).evaluate("i => i.naturalWidth") == 64
+    assert card.locator(".pair img").nth(0).evaluate("i => i.naturalWidth") == _rgb(original).shape[1]
     card.locator("[data-test=publish]").click()
     expect(card.locator(".state")).to_have_text("published")
     web.shot("alice", "web-my-images.png")
 
     # bob sees alice's thumbnail on the People screen and asks for 2 views
     bob.locator(".tab[data-screen=people]").click()
-    offer = bob.locator("#people [data-user=alice] .thumb", has_text="harbour.png")
+    offer = bob.locator("#people [data-user=alice] .thumb", has_text="launch.png")
     expect(offer).to_be_visible()
     expect(offer.locator("img")).to_have_js_property("complete", True)
     assert offer.locator("img").evaluate("i => i.naturalWidth") > 0
     offer.locator("input").fill("2")
     offer.locator("[data-test=request]").click()
-    expect(bob.locator("#notice")).to_contain_text("Asked alice for 2 views of harbour.png")
+    expect(bob.locator("#notice")).to_contain_text("Asked alice for 2 views of launch.png")
     web.shot("bob", "web-people.png")
 
     # alice's badge appears without a reload (server-sent events); she accepts
     expect(alice.locator("#badge")).to_have_text("1")
     alice.locator(".tab[data-screen=inbox]").click()
-    request = alice.locator("#inbox [data-request]", has_text="harbour.png")
+    request = alice.locator("#inbox [data-request]", has_text="launch.png")
     expect(request.locator(".state")).to_have_text("pending")
     web.shot("alice", "web-inbox.png")
     request.locator("[data-test=accept]").click()
-    expect(alice.locator("#notice")).to_contain_text("Sent harbour.png to bob with 2 views")
+    expect(alice.locator("#notice")).to_contain_text("Sent launch.png to bob with 2 views")
     expect(alice.locator("#badge")).to_be_hidden()
 
     # bob views twice: the decoded pixels in the page are the original's; the third is the cover
@@ -169,7 +170,7 @@ def test_whole_story_in_the_browser(web):
     # bob signs in again: the revocation applies; his copy shows the cover
     bob.locator("#signin-form input[name=password]").fill(PASSWORD)
     bob.locator("#signin-form button").click()
-    expect(bob.locator("#notice")).to_contain_text("alice revoked your views of harbour.png")
+    expect(bob.locator("#notice")).to_contain_text("alice revoked your views of launch.png")
     bob.locator(".tab[data-screen=received]").click()
     expect(left).to_have_text("0 views left")
     assert _view(bob) == "cover"
@@ -291,6 +292,24 @@ def test_foreign_host_origin_missing_csrf_or_cookie_are_refused_and_change_nothi
     for name, args in (("shutdown", {}), ("encrypt", {"path": "/etc/hostname"}), ("web", {})):
         status, answer = _call(port, "POST", f"/api/run/{name}", good, json.dumps(args).encode())
         assert status == 404, (name, status, answer)
+    # a body larger than the largest image is cut off, not buffered
+    huge = {**good, "Content-Type": "application/octet-stream"}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    conn.putrequest("POST", "/api/upload?name=huge.png", skip_host=True)
+    for key, value in huge.items():
+        conn.putheader(key, value)
+    conn.putheader("Content-Length", str(30 * 1024 * 1024))
+    conn.endheaders()
+    with pytest.raises((ConnectionError, http.client.HTTPException)):
+        for _ in range(64):  # the daemon hangs up after the first chunk; 4 MiB at most are sent
+            conn.send(b"\0" * 65536)
+        conn.getresponse().read()
+    conn.close()
+    spool = os.path.join(alice.home, "uploads")
+    assert not os.path.exists(spool) or os.listdir(spool) == []
+    # the link, as a person reads it
+    text = alice.run("web", json=False)
+    assert text.ok and f"Open http://127.0.0.1:{port}/auth?ticket=" in text.stdout and "once" in text.stdout
     assert alice.alive
 
 
