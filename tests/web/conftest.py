@@ -33,7 +33,7 @@ except ImportError:
 
 CHROMIUM = os.environ.get("CLOUDP2P_CHROMIUM", "/usr/bin/chromium")
 PASSWORD = "web-password-123"
-VIEW_SECONDS = 4.0
+VIEW_SECONDS = 8.0  # long enough for a loaded machine to read the pixels before it closes
 # Chromium resolves this made-up name to loopback: a DNS-rebinding page, for real.
 REBIND_HOST = "rebind.example"
 

@@ -132,18 +132,18 @@ def test_whole_story_in_the_browser(web):
     left = bob.locator("#received [data-test=views-left]")
     expect(left).to_have_text("2 views left")
     assert _view(bob) == "image"
-    assert np.array_equal(_page_pixels(bob), _rgb(original))
     web.shot("bob", "web-view.png")
+    assert np.array_equal(_page_pixels(bob), _rgb(original))
     expect(left).to_have_text("1 view left")
     assert _view(bob) == "image"
     assert np.array_equal(_page_pixels(bob), _rgb(original))
     expect(left).to_have_text("0 views left")
     shown, src = _view_src(bob)
     assert shown == "cover"
+    web.shot("bob", "web-cover.png")
     cover = _page_pixels(bob)
     assert cover.shape != _rgb(original).shape or not np.array_equal(cover, _rgb(original))
     expect(bob.locator("#viewer-note")).to_contain_text("No views left: this is the cover")
-    web.shot("bob", "web-cover.png")
     shown_url = bob.url.rstrip("/") + src
 
     # bob asks for more; alice (badge again) accepts 2 more; bob views once
@@ -153,7 +153,7 @@ def test_whole_story_in_the_browser(web):
     alice.locator("#inbox [data-request]", has_text="more view").locator("[data-test=accept]").click()
     expect(left).to_have_text("2 views left")
     # meanwhile the countdown ended: the image left the page, and the daemon no longer serves it
-    expect(bob.locator("#viewer")).to_be_hidden(timeout=10_000)
+    expect(bob.locator("#viewer")).to_be_hidden(timeout=15_000)
     assert _ended(bob, shown_url)
     assert _view(bob) == "image"
     expect(left).to_have_text("1 view left")
