@@ -11,7 +11,7 @@ from twisted.python import usage
 from cloudp2p.errors import ConfigError
 from cloudp2p.server import config as server_config
 from cloudp2p.server import tap
-from cloudp2p.tools.cluster import dump_toml
+from cloudp2p.testing.cluster import dump_toml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SECRET = "a-test-secret-that-is-long-enough"
@@ -186,3 +186,13 @@ def test_tap_options_turn_config_errors_into_usage_errors(tmp_path):
     options = tap.Options()
     options.parseOptions(["--config", str(ROOT / "etc" / "server1.toml")])
     assert options["parsed"]["server"]["id"] == 1
+
+
+def test_the_png_writer_is_fast_or_pillow(tmp_path):
+    config = base()
+    assert server_config.load(write(tmp_path, config))["encryption"]["png_writer"] == "fast"
+    config["encryption"] = {"png_writer": "pillow"}
+    assert server_config.load(write(tmp_path, config))["encryption"]["png_writer"] == "pillow"
+    config["encryption"] = {"png_writer": "libpng"}
+    message = load_error(tmp_path, config)
+    assert "png_writer" in message and "libpng" in message

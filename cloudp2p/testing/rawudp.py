@@ -1,7 +1,7 @@
 """A hand-driven UDP client for attack tests and benchmarks: raw bytes in, raw bytes out, counted.
 
 ``RawClient`` is a blocking socket that speaks the client wire
-(cloudp2p/cluster/client_wire.py) by hand, so that a test can send exactly
+(cloudp2p/routing/client_wire.py) by hand, so that a test can send exactly
 what an attacker would: a request with a chosen id, a copy of someone else's
 datagram, a reply sent back at a server. It counts every byte it sends and
 receives, per server, which is what the amplification figures are made of.

@@ -22,8 +22,8 @@ import pytest
 
 from cloudp2p.client.identity import Identity
 from cloudp2p.directory.token_seal import ReplyKey
+from cloudp2p.testing.cluster import LocalCluster
 from cloudp2p.testing.rawudp import RawClient
-from cloudp2p.tools.cluster import LocalCluster
 
 PASSWORD = "security-test-pw"
 

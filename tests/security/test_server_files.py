@@ -6,8 +6,8 @@ import os
 import stat
 import subprocess
 
-from cloudp2p.tools.cluster import dump_toml, free_udp_ports
-from cloudp2p.tools.daemon import twistd_command
+from cloudp2p.testing.cluster import dump_toml, free_udp_ports
+from cloudp2p.testing.daemon import twistd_command
 
 DEV_SECRET = "cloudp2p-local-development-secret-change-me"  # the one in etc/server*.toml
 
