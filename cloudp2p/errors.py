@@ -73,6 +73,36 @@ class InvalidImage(CloudP2PError):
     exit_code = 7
 
 
+class ServerIdentityError(CloudP2PError):
+    """A cloud server could not prove who it is; nothing was sent to it."""
+
+    exit_code = 23
+
+
+class ServerUntrusted(ServerIdentityError):
+    """A cloud server's certificate is not signed by the cloud CA pinned here (`cloudp2p init --ca`)."""
+
+    exit_code = 24
+
+
+class ServerCertificateExpired(ServerIdentityError):
+    """A cloud server's certificate has expired or is not valid yet; its operator must renew it."""
+
+    exit_code = 25
+
+
+class ServerNameMismatch(ServerIdentityError):
+    """A cloud server's certificate names another server; check the servers in client.toml."""
+
+    exit_code = 26
+
+
+class SecureHandshakeFailed(CloudP2PError):
+    """The secure handshake with a cloud server failed."""
+
+    exit_code = 27
+
+
 def exit_code_for(error: BaseException) -> int:
     """The exit code for ``error``: its class's ``exit_code``; 1 for anything that is not ours."""
     return error.exit_code if isinstance(error, CloudP2PError) else 1

@@ -387,5 +387,7 @@ def test_exit_codes_are_the_documented_ones():
         cerr.AlreadyRegistered: 13, cerr.NotSignedIn: 14, cerr.UnknownImage: 15,
         cerr.UnknownRequest: 16, cerr.UnknownUser: 17, cerr.UserOffline: 18, cerr.TransferFailed: 19,
         cerr.AccessDenied: 20, cerr.ControlProtocolError: 21, cerr.PeerMessageError: 22,
+        errors.ServerIdentityError: 23, errors.ServerUntrusted: 24, errors.ServerCertificateExpired: 25,
+        errors.ServerNameMismatch: 26, errors.SecureHandshakeFailed: 27,
     }
     assert {cls: cls.exit_code for cls in documented} == documented
