@@ -61,6 +61,17 @@ class RequestFailed(CloudP2PError):
         self.message = message
 
 
+class RateLimited(RequestFailed):
+    """The cloud is limiting your requests for now; wait a little and try again."""
+
+    exit_code = 8
+
+
+def request_failed(code: str, message: str) -> RequestFailed:
+    """The error for a refusal by the cloud: ``RateLimited`` for ``rate_limited``, else ``RequestFailed``."""
+    return RateLimited(code, message) if code == "rate_limited" else RequestFailed(code, message)
+
+
 class DaemonNotRunning(CloudP2PError):
     """The cloudp2p client daemon is not running; start it with `twistd cloudp2p-client`."""
 

@@ -382,7 +382,8 @@ def test_exit_codes_are_the_documented_ones():
 
     documented = {
         errors.CloudP2PError: 1, errors.UsageError: 2, cerr.InvalidArgument: 2, errors.ConfigError: 3,
-        errors.CloudUnreachable: 4, errors.RequestFailed: 5, errors.DaemonNotRunning: 6,
+        errors.CloudUnreachable: 4, errors.RequestFailed: 5, errors.RateLimited: 8,
+        errors.DaemonNotRunning: 6,
         errors.InvalidImage: 7, cerr.ClientError: 10, cerr.HomeError: 11, cerr.NotRegistered: 12,
         cerr.AlreadyRegistered: 13, cerr.NotSignedIn: 14, cerr.UnknownImage: 15,
         cerr.UnknownRequest: 16, cerr.UnknownUser: 17, cerr.UserOffline: 18, cerr.TransferFailed: 19,
