@@ -19,7 +19,6 @@ start with a clear error instead of leaving a half-started server.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -37,9 +36,10 @@ from cloudp2p.errors import ConfigError
 from cloudp2p.membership.load import LoadMeter
 from cloudp2p.membership.node import ClusterNode
 from cloudp2p.ops import Handler, OpRegistry
-from cloudp2p.routing import basic_ops
+from cloudp2p.routing import basic_ops, cookies
 from cloudp2p.routing.router import ClientProtocol, Router, RouterSettings
 from cloudp2p.server import config as server_config
+from cloudp2p.sockets import set_buffer
 from cloudp2p.transfer import TransferManager
 
 OpProvider = Callable[[Any], dict[str, Handler]]
@@ -78,6 +78,7 @@ class Server(service.MultiService):
             minthreads=0, maxthreads=srv["work_threads"], name=f"cloudp2p-work-{self.id}"
         )
         self.work_queue_limit: int = srv["work_queue"]
+        self.test_ops: bool = srv["test_ops"]
         self.router: Router | None = None
         self.load_meter = LoadMeter(inflight=lambda: self.router.inflight() if self.router else 0)
         self.node = ClusterNode(
@@ -100,7 +101,15 @@ class Server(service.MultiService):
                 max_running=srv["max_running"],
                 resend_after=srv["resend_after"],
                 outstanding_weight=srv["outstanding_weight"],
+                max_pending_bytes=srv["max_pending_bytes"],
+                max_done_bytes=srv["max_done_bytes"],
+                cookie_ttl=float(srv["cookie_ttl"]),
+                auth_source_burst=srv["auth_source_burst"],
+                auth_source_interval=float(srv["auth_source_interval"]),
+                auth_user_burst=srv["auth_user_burst"],
+                auth_user_interval=float(srv["auth_user_interval"]),
             ),
+            cookie_key=cookies.derive_key(self.cluster_settings.secret),
         )
         self._ports: list[Any] = []
         self.cluster_address: tuple[str, int] | None = None
@@ -117,12 +126,8 @@ class Server(service.MultiService):
                 f"{self.origin}: {key}: cannot listen on {format_hostport(address)}: {e.socketError}"
             ) from None
         self._ports.append(listening)
-        sock = getattr(listening, "socket", None)
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
-            except OSError as e:
-                self.log.warn("cannot set SO_RCVBUF on {key}: {error}", key=key, error=e)  # noqa: G010
+        if getattr(listening, "socket", None) is not None and set_buffer(listening, buffer) is None:
+            self.log.warn("cannot set SO_RCVBUF on {key}", key=key)  # noqa: G010
         bound = listening.getHost()
         return bound.host, bound.port
 
@@ -137,6 +142,12 @@ class Server(service.MultiService):
         self.client_address = self._listen(
             srv["client_listen"], ClientProtocol(self.router), "[server] client_listen", srv["receive_buffer"]
         )
+        # Datagrams from these are never answered: two servers must not answer each other.
+        self.router.server_addresses = {
+            self.client_address,
+            self.cluster_address,
+            *self.cluster_settings.peers.values(),
+        }
         super().privilegedStartService()
 
     def _open_areas(self) -> None:
