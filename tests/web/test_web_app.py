@@ -14,6 +14,7 @@ is shown as text and runs nothing.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import io
 import json
@@ -332,14 +333,34 @@ def test_rebinding_name_gets_421_in_the_browser(web):
         probe.close()
 
 
+DROP_JS = """([name, b64]) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const data = new DataTransfer();
+  data.items.add(new File([bytes], name, {type: 'image/png'}));
+  return data;
+}"""
+WATCH_PROGRESS_JS = """() => {
+  window.__progress = [];
+  const label = document.querySelector('#upload .label');
+  new MutationObserver(() => window.__progress.push(label.textContent))
+    .observe(label, {childList: true, characterData: true, subtree: true});
+}"""
+
+
 def test_peer_image_name_with_markup_shows_as_text(web):
+    """Uploaded by drag and drop (with the progress bar), named with markup that must stay text."""
     alice, bob = web.signed_in("alice"), web.signed_in("bob")
     name = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">.png'
     _, data = web.image("markup.png", 13)
     alice.locator(".tab[data-screen=images]").click()
-    alice.set_input_files("#file", files=[{"name": name, "mimeType": "image/png", "buffer": data}])
+    alice.evaluate(WATCH_PROGRESS_JS)
+    files = alice.evaluate_handle(DROP_JS, [name, base64.b64encode(data).decode()])
+    alice.dispatch_event("#drop", "drop", {"dataTransfer": files})
     card = alice.locator("#owned article", has_text="<script>")
     expect(card).to_be_visible()
+    seen = " | ".join(alice.evaluate("window.__progress"))
+    assert f"sending {name} to the daemon" in seen, seen  # the browser's upload
+    assert f"uploading {name}" in seen, seen  # the daemon's progress, over the event stream
     card.locator("[data-test=publish]").click()
     expect(card.locator(".state")).to_have_text("published")
     bob.locator(".tab[data-screen=people]").click()
