@@ -27,7 +27,11 @@ again as ``baseline_NAME``, with ``NAME_vs_baseline`` ratios: today's path and
 the new one, on the same machine in the same run. ``none`` skips it.
 
 Before the cloud starts, the PNG writer is compared with Pillow's level 1 on
-stego covers of ``--writer-sizes`` megapixels (``bench.stego.png_figures``).
+stego covers of ``--writer-sizes`` megapixels (``bench.stego.png_figures``),
+and the viewer's side is timed on the result of a 1 MB photo, with the fast
+PNG reader and writer and with Pillow's (the path before issue 16): ``grant``
+(the owner's accept: decode, write the wrapped key, encode) and
+``open_for_view`` (decode, use a view, encode), ``container_*`` lines.
 
 Every figure is one ``name: value`` line. Loops are bounded in count and time.
 """
@@ -187,6 +191,70 @@ def writer_figures(sizes: list[float]) -> None:
         png_figures(stego, f"{mp:g}mp", 3)
 
 
+def container_figures(photo: bytes, repeat: int = 3) -> None:
+    """``grant`` and ``open_for_view`` on a 1 MB photo's container: fast PNG path against Pillow's."""
+    import math
+
+    from bench.stego import best_of
+    from cloudp2p.encryption import container
+    from cloudp2p.encryption.keys import UserKeys
+    from cloudp2p.encryption.ledger import Ledger
+    from cloudp2p.stego import imaging
+
+    owner, viewer = UserKeys.generate(), UserKeys.generate()
+    sealed = container.seal_job(photo, None)
+    tmp = tempfile.mkdtemp(prefix="cloudp2p-bench-view-")
+    fast_reader = imaging.png_to_array
+
+    def pillow_reader(data: bytes, *, max_pixels: int = imaging.DEFAULT_MAX_PIXELS):
+        return imaging.to_cover_array(imaging.load_image(data, max_pixels=max_pixels))
+
+    def grant(writer: str) -> bytes:
+        carrier = container.load_carrier(sealed.png)
+        container.grant_carrier(
+            carrier,
+            sealed.content_key,
+            owner_ed25519=owner.ed25519_private,
+            owner_id="owner",
+            viewer_id="viewer",
+            viewer_x25519_pub=viewer.public.x25519,
+            views=10**6,
+        )
+        return container.save_carrier(carrier, writer=writer)
+
+    def view(copy: bytes, writer: str, ledger: Ledger) -> bytes:
+        carrier = container.load_carrier(copy)
+        image, _, changed = container.view_carrier(
+            carrier,
+            viewer_x25519=viewer.x25519_private,
+            viewer_id="viewer",
+            owner_id="owner",
+            owner_ed25519_pub=owner.public.ed25519,
+            ledger=ledger,
+        )
+        assert image == photo and changed
+        return container.save_carrier(carrier, writer=writer)
+
+    times = {}
+    try:
+        for path, writer, reader in (("pillow", "pillow", pillow_reader), ("fast", "fast", fast_reader)):
+            imaging.png_to_array = reader  # container.load_carrier reads through it
+            try:
+                grant_s, copy = best_of(repeat, grant, writer)
+                ledger = Ledger(os.path.join(tmp, f"ledger-{path}.json"))
+                view_s, _ = best_of(repeat, view, copy, writer, ledger)
+            finally:
+                imaging.png_to_array = fast_reader
+            times[path] = (grant_s, view_s)
+            print(f"container_grant_ms_{path}: {grant_s * 1e3:.1f}")
+            print(f"container_view_ms_{path}: {view_s * 1e3:.1f}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for i, name in enumerate(("grant", "view")):
+        ratio = times["pillow"][i] / times["fast"][i] if times["fast"][i] else math.nan
+        print(f"container_{name}_speedup: {ratio:.2f}")
+
+
 async def run_once(
     reactor: Any, args: argparse.Namespace, photo: bytes, prefix: str, baseline_path: str | None
 ):
@@ -234,6 +302,7 @@ async def bench(reactor: Any, args: argparse.Namespace) -> None:
     sizes = [float(x) for x in args.writer_sizes.split(",") if x.strip()]
     if sizes:
         await threads.deferToThread(writer_figures, sizes)
+        await threads.deferToThread(container_figures, photo)
     old: dict[str, float] = {}
     if args.mode == "cluster" and args.baseline != "none":
         tmp = tempfile.mkdtemp(prefix="cloudp2p-bench-baseline-")
