@@ -31,7 +31,7 @@ lint: install
 	$(VENV)/bin/ruff check cloudp2p tests bench twisted
 
 cluster: install
-	$(PY) -m cloudp2p.tools.cluster etc/server1.toml etc/server2.toml etc/server3.toml
+	$(PY) -m cloudp2p.testing.cluster etc/server1.toml etc/server2.toml etc/server3.toml
 
 demo: install
 	$(PY) -m cloudp2p.tools.demo $(ARGS)

@@ -23,8 +23,8 @@ from typing import Any
 
 from twisted.internet import defer, task
 
-from cloudp2p.cluster.client import ClientRouter
-from cloudp2p.tools.cluster import LocalCluster
+from cloudp2p.routing.client import ClientRouter
+from cloudp2p.testing.cluster import LocalCluster
 
 
 def jain(values: list[float]) -> float:

@@ -194,8 +194,8 @@ async def run_backend(reactor: Any, backend: str, opts: argparse.Namespace, work
         out["populate_s"] = time.perf_counter() - t0
         out["thumbnail_bytes_avg"] = statistics.mean(len(t) for t in thumbs)
         if opts.via == "cluster":
-            from cloudp2p.cluster.client import ClientRouter
-            from cloudp2p.tools.cluster import LocalCluster
+            from cloudp2p.routing.client import ClientRouter
+            from cloudp2p.testing.cluster import LocalCluster
 
             cloud = LocalCluster(
                 os.path.join(work, f"cloud-{backend}"),

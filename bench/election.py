@@ -7,7 +7,7 @@ priority order is known), let them elect, crash the coordinator, run until
 every survivor follows the same new coordinator, and count the *election*
 messages sent in between: SUCCEED, ELECTION, ANSWER, GRANT, COORDINATOR for
 cloudp2p's algorithm (Gholipour's improved bully with the Kordafshari
-fallback, ``cloudp2p.cluster``), ELECTION, OK, COORDINATOR for the classic
+fallback, ``cloudp2p.membership``), ELECTION, OK, COORDINATOR for the classic
 bully of Garcia-Molina implemented below. Heartbeats are *not* counted (both
 algorithms send the same heartbeats for failure detection).
 
@@ -30,8 +30,8 @@ from typing import Any
 from twisted.internet import task
 from twisted.internet.protocol import DatagramProtocol
 
-from cloudp2p.cluster.membership import ClusterNode
-from cloudp2p.cluster.messages import ELECTION_TYPES
+from cloudp2p.membership.messages import ELECTION_TYPES
+from cloudp2p.membership.node import ClusterNode
 from cloudp2p.testing.memnet import Faults, MemoryNetwork
 
 SECRET = b"bench-election-secret-0123456789"

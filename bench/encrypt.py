@@ -182,9 +182,9 @@ async def bench(reactor: Any, args: argparse.Namespace) -> None:
 
 
 async def start_cluster(reactor: Any, args: argparse.Namespace, cleanup: list[Any]):
-    from cloudp2p.cluster.client import ClientRouter
     from cloudp2p.encryption.keys import UserKeys
-    from cloudp2p.tools.cluster import LocalCluster
+    from cloudp2p.routing.client import ClientRouter
+    from cloudp2p.testing.cluster import LocalCluster
 
     tmp = tempfile.mkdtemp(prefix="cloudp2p-bench-encrypt-")
     if args.keep:

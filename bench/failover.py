@@ -22,8 +22,8 @@ import time
 
 from twisted.internet import defer, task
 
-from cloudp2p.cluster.client import ClientRouter
-from cloudp2p.tools.cluster import LocalCluster
+from cloudp2p.routing.client import ClientRouter
+from cloudp2p.testing.cluster import LocalCluster
 
 
 def percentile(values: list[float], p: float) -> float:

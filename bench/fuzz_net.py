@@ -34,12 +34,12 @@ from bench.fuzz_replay import Relay, capture_cluster
 from cloudp2p.client.home import Home
 from cloudp2p.client.identity import Identity
 from cloudp2p.client.peer import PeerMessage
-from cloudp2p.client.process import ClientProcess
-from cloudp2p.cluster import client_wire
-from cloudp2p.cluster.messages import Codec, Coordinator, Envelope, Heartbeat
 from cloudp2p.errors import CloudP2PError, CloudUnreachable, RequestFailed
+from cloudp2p.membership.messages import Codec, Coordinator, Envelope, Heartbeat
+from cloudp2p.routing import client_wire
+from cloudp2p.testing.client import ClientProcess
+from cloudp2p.testing.cluster import LocalCluster
 from cloudp2p.tools import status as status_tool
-from cloudp2p.tools.cluster import LocalCluster
 from cloudp2p.transfer import wire as twire
 
 Address = tuple[str, int]

@@ -22,9 +22,9 @@ import threading
 import time
 from typing import Any
 
-from cloudp2p.cluster.messages import TAG_SIZE, Codec, Coordinator, Envelope, Heartbeat
 from cloudp2p.config import format_hostport
-from cloudp2p.tools.cluster import LocalCluster, dump_toml
+from cloudp2p.membership.messages import TAG_SIZE, Codec, Coordinator, Envelope, Heartbeat
+from cloudp2p.testing.cluster import LocalCluster, dump_toml
 
 Address = tuple[str, int]
 

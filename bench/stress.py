@@ -41,6 +41,9 @@ from twisted.internet import defer, task, threads
 
 from bench.encrypt import percentile
 
+# Outside the tracked tree (bench/out/ is ignored by git) wherever the command is run from.
+DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", "stress")
+
 # Defaults of --outage-gap and --outage-down: an outage starts 2-6 s after the previous one
 # caught up, and lasts 2-20 s (uniform).
 OUTAGE_GAP = 6.0
@@ -153,7 +156,7 @@ def latency_figures(records: list[dict[str, Any]]) -> dict[str, float]:
 
 def cluster_figures(statuses: list[dict[str, Any]]) -> dict[str, Any]:
     """Elections and message counts, summed over every server (and every life of a restarted one)."""
-    from cloudp2p.cluster.messages import ELECTION_TYPES
+    from cloudp2p.membership.messages import ELECTION_TYPES
 
     elections = claims = 0
     sent: Counter[str] = Counter()
@@ -178,7 +181,7 @@ def cluster_figures(statuses: list[dict[str, Any]]) -> dict[str, Any]:
 async def stress(reactor: Any, args: argparse.Namespace) -> int:
     from bench import stress_check, stress_plot
     from bench.stress_users import Ledger, User, load_photos, make_thumbnail, run_users
-    from cloudp2p.tools.cluster import LocalCluster
+    from cloudp2p.testing.cluster import LocalCluster
     from cloudp2p.transfer import TransferManager
 
     run_start = time.monotonic()
@@ -324,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a server stays down down/10 to down seconds")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--backend", choices=("auto", "sqlite", "mysql"), default="auto")
-    parser.add_argument("--out", default="stress-out", help="directory for stress.json and stress.png")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="directory for stress.json and stress.png")
     parser.add_argument("--max-seconds", type=float, default=900.0, help="hard bound on the load phase")
     parser.add_argument("--scrypt-n", type=int, default=16384, help="directory password hashing cost")
     parser.add_argument("--keep", action="store_true", help="keep the servers' configs and logs")

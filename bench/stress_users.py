@@ -20,10 +20,10 @@ from typing import Any
 from twisted.internet import defer
 
 from cloudp2p.client.commands import ENCRYPT_ATTEMPTS
-from cloudp2p.cluster import client_wire as wire
-from cloudp2p.cluster.client import ClientRouter
 from cloudp2p.encryption import keywrap
 from cloudp2p.errors import CloudUnreachable, RequestFailed
+from cloudp2p.routing import client_wire as wire
+from cloudp2p.routing.client import ClientRouter
 from cloudp2p.transfer.errors import TransferError
 
 LOCAL = "127.0.0.1"

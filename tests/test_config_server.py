@@ -11,7 +11,7 @@ from twisted.python import usage
 from cloudp2p.errors import ConfigError
 from cloudp2p.server import config as server_config
 from cloudp2p.server import tap
-from cloudp2p.tools.cluster import dump_toml
+from cloudp2p.testing.cluster import dump_toml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SECRET = "a-test-secret-that-is-long-enough"

@@ -112,7 +112,7 @@ class ClientDaemon:
         self.state = State(self.home)
         self.session = self.home.read_json(self.home.session_file, {}) or {}
         if self.cloud is None:
-            from cloudp2p.cluster.client import ClientRouter
+            from cloudp2p.routing.client import ClientRouter
 
             self._router = ClientRouter(
                 self.reactor, self.config.servers, timeout=self.config.request_timeout

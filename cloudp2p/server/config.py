@@ -4,7 +4,7 @@
     id = 1                              # this server's id, >= 1, unique in the cloud
     client_listen = "127.0.0.1:9101"    # where clients send requests
 
-    [cluster]                           # see cloudp2p/cluster/config.py
+    [cluster]                           # see cloudp2p/membership/config.py
     listen = "127.0.0.1:9001"
     secret = "a long random string"     # or: secret_file = "/etc/cloudp2p/secret"
     peers = ["2@127.0.0.1:9002", "3@127.0.0.1:9003"]
@@ -24,7 +24,6 @@ from typing import Any
 
 import attrs
 
-from cloudp2p.cluster import config as cluster_config
 from cloudp2p.config import (
     Field,
     Schema,
@@ -40,6 +39,7 @@ from cloudp2p.directory.config import SECTION as DIRECTORY_SECTION
 from cloudp2p.directory.config import check_section as check_directory
 from cloudp2p.encryption.config import SECTION as ENCRYPTION_SECTION
 from cloudp2p.errors import ConfigError
+from cloudp2p.membership import config as cluster_config
 from cloudp2p.transfer.config import SECTION as TRANSFER_SECTION
 
 

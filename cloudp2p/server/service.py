@@ -30,15 +30,15 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from cloudp2p import directory
-from cloudp2p.cluster import basic_ops
-from cloudp2p.cluster.load import LoadMeter
-from cloudp2p.cluster.membership import ClusterNode
-from cloudp2p.cluster.router import ClientProtocol, Router, RouterSettings
 from cloudp2p.config import format_hostport
 from cloudp2p.encryption import ops as encryption_ops
 from cloudp2p.encryption.service import EncryptionEngine
 from cloudp2p.errors import ConfigError
+from cloudp2p.membership.load import LoadMeter
+from cloudp2p.membership.node import ClusterNode
 from cloudp2p.ops import Handler, OpRegistry
+from cloudp2p.routing import basic_ops
+from cloudp2p.routing.router import ClientProtocol, Router, RouterSettings
 from cloudp2p.server import config as server_config
 from cloudp2p.transfer import TransferManager
 

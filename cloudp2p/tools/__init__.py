@@ -1,1 +1,1 @@
-"""Command-line tools for developers and operators (`make cluster`, the status command)."""
+"""Command-line tools for developers and operators (the status command, `make demo`)."""

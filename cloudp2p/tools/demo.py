@@ -25,8 +25,8 @@ import textwrap
 import time
 from typing import Any, TextIO
 
-from cloudp2p.client.process import ClientProcess, CommandResult
 from cloudp2p.errors import CloudP2PError
+from cloudp2p.testing.client import ClientProcess, CommandResult
 
 PASSWORDS = {"alice": "alice-demo-password", "bob": "bob-demo-password"}
 
@@ -121,7 +121,7 @@ class Demo:
     # -- the story -------------------------------------------------------------------------------
 
     def start_cloud(self) -> None:
-        from cloudp2p.tools.cluster import LocalCluster
+        from cloudp2p.testing.cluster import LocalCluster
 
         self.t.step("Start a local cloud: three servers, the directory in an embedded SQLite file")
         directory = os.path.join(self.workdir, "cloud")

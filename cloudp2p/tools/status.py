@@ -20,9 +20,9 @@ import sys
 import time
 from typing import Any
 
-from cloudp2p.cluster import client_wire as wire
 from cloudp2p.config import format_hostport, hostport
 from cloudp2p.errors import CloudUnreachable, RequestFailed, UsageError, exit_code_for
+from cloudp2p.routing import client_wire as wire
 
 Address = tuple[str, int]
 

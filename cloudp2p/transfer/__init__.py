@@ -20,7 +20,10 @@ from cloudp2p.transfer.errors import (
     TransferRefused,
     TransferTimeout,
 )
-from cloudp2p.transfer.manager import Offer, TransferManager, TransferMeta, TransferStats
+from cloudp2p.transfer.host import TransferStats
+from cloudp2p.transfer.manager import TransferManager
+from cloudp2p.transfer.meta import TransferMeta
+from cloudp2p.transfer.sender import Offer
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",

@@ -8,14 +8,12 @@ message; the other side calls ``fetch((host, port), transfer_id, size, sha256)``
 from __future__ import annotations
 
 import errno
-import hashlib
 import ipaddress
 import os
 import random
-import secrets
 import socket
 import sys
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -33,250 +31,13 @@ from cloudp2p.transfer.errors import (
     TooManyTransfers,
     TransferError,
 )
+from cloudp2p.transfer.host import Address, Progress, TransferStats
+from cloudp2p.transfer.meta import check_sha, check_size, check_tid
 from cloudp2p.transfer.receiver import Fetch, FetchProtocol, FileSink, MemorySink
-from cloudp2p.transfer.sender import OfferProtocol, SendSession, decode_have
+from cloudp2p.transfer.sender import Offer, OfferProtocol
 from cloudp2p.transfer.udp import listen_coalescing
 
-Address = tuple[str, int]
-Progress = Callable[[int, int], object]
 Listen = Callable[[Any], Any]  # protocol -> started transport with getHost() and stopListening()
-
-
-@attrs.define
-class TransferStats:
-    """Counters of what the manager dropped and did (all its ports together)."""
-
-    corrupt: int = 0  # checksum mismatch: corrupted or truncated datagrams
-    malformed: int = 0  # bad magic/version/type/length/index: hostile or broken datagrams
-    foreign: int = 0  # wrong transfer id, wrong source address, unknown session or nonce
-    internal: int = 0  # bugs caught at the protocol edge (logged)
-    refused: int = 0  # requests this side refused
-    offers: int = 0
-    fetches: int = 0
-    sessions_done: int = 0
-    sessions_failed: int = 0
-    dropped_by_hook: int = 0
-
-    def count_wire_error(self, error: wire.WireError) -> None:
-        if isinstance(error, wire.ChecksumError):
-            self.corrupt += 1
-        else:
-            self.malformed += 1
-
-
-@attrs.frozen
-class TransferMeta:
-    """What a fetcher needs, as it travels in JSON: ``{"port", "transfer_id", "size", "sha256"}``."""
-
-    port: int
-    transfer_id: str
-    size: int
-    sha256: str
-
-    @classmethod
-    def from_json(cls, obj: Any) -> TransferMeta:
-        """Validate a meta dict that came from the network; ``BadTransferMeta`` says what is wrong."""
-        if not isinstance(obj, dict):
-            raise BadTransferMeta("expected an object with port, transfer_id, size, sha256")
-        try:
-            port, tid, size, sha = obj["port"], obj["transfer_id"], obj["size"], obj["sha256"]
-        except KeyError as e:
-            raise BadTransferMeta(f"missing {e.args[0]}") from None
-        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-            raise BadTransferMeta(f"port must be 1..65535, got {port!r}")
-        _check_tid(tid)
-        _check_size(size)
-        _check_sha(sha)
-        return cls(port, tid, size, sha)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"port": self.port, "transfer_id": self.transfer_id, "size": self.size, "sha256": self.sha256}
-
-
-def _check_tid(tid: Any) -> None:
-    try:
-        wire.tid_to_bytes(tid)
-    except wire.WireError as e:
-        raise BadTransferMeta(str(e)) from None
-
-
-def _check_size(size: Any) -> None:
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise BadTransferMeta(f"size must be a whole number of bytes, got {size!r}")
-
-
-def _check_sha(sha: Any) -> None:
-    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-        raise BadTransferMeta("sha256 must be 64 lower-case hex digits")
-
-
-class Offer:
-    """Bytes served on one port until closed, idle for ``timeout`` s, or fetched ``max_fetches`` times."""
-
-    log = Logger()
-
-    def __init__(
-        self,
-        manager: TransferManager,
-        data: bytes,
-        timeout: float,
-        max_fetches: int | None,
-        progress: Progress | None,
-    ) -> None:
-        self.manager = manager
-        self.data = bytes(data)
-        self.view = memoryview(self.data)
-        self.size = len(self.data)
-        self.sha256 = hashlib.sha256(self.data).hexdigest()
-        self.transfer_id = secrets.token_hex(16)
-        self.tid = bytes.fromhex(self.transfer_id)
-        self.timeout = timeout
-        self.max_fetches = max_fetches
-        self.progress = progress
-        self.sessions: dict[Address, SendSession] = {}
-        self.completed = 0
-        self.closed = False
-        self.transport: Any = None
-        self.port = 0
-        self.write: Callable[[bytes, Address], Any] = _unbound_write
-        self.write_parts: Callable[[tuple[bytes, Any], Address], Any] = lambda parts, addr: _unbound_write(
-            b"", addr
-        )
-        self.send_batch: Callable[[list[tuple[bytes, Any]], Address], Any] = lambda batch, addr: None
-        self.gso = False
-        self._idle: Any = None
-        self._finished: deque[str] = deque(maxlen=64)
-        self._waiting: list[defer.Deferred[Offer]] = []
-
-    def meta(self) -> dict[str, Any]:
-        """The JSON the fetching side needs (add the host: this side's address)."""
-        return {"port": self.port, "transfer_id": self.transfer_id, "size": self.size, "sha256": self.sha256}
-
-    def when_closed(self) -> defer.Deferred[Offer]:
-        """Fires (with the offer) once the offer's port is closed."""
-        if self.closed:
-            return defer.succeed(self)
-        d: defer.Deferred[Offer] = defer.Deferred()
-        self._waiting.append(d)
-        return d
-
-    def close(self) -> None:
-        """Stop serving: running fetches are told (CLOSE) and the port is closed. Idempotent."""
-        if self.closed:
-            return
-        self.closed = True
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
-        for session in list(self.sessions.values()):
-            session.close()
-        if self.transport is not None:
-            transport, self.transport = self.transport, None
-            transport.stopListening()
-        self.manager._offer_closed(self)
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(self)
-
-    def _arm_idle(self) -> None:
-        if self.closed:
-            return
-        if self._idle is not None and self._idle.active():
-            self._idle.reset(self.timeout)
-        else:
-            self._idle = self.manager.clock.callLater(self.timeout, self._on_idle)
-
-    def _on_idle(self) -> None:
-        self._idle = None
-        if not self.sessions:
-            self.log.debug("offer {tid}: idle for {t}s, closing", tid=self.transfer_id, t=self.timeout)
-            self.close()
-
-    def _send_control(self, kind: int, body: dict[str, Any], addr: Address) -> None:
-        if self.transport is None:
-            return
-        try:
-            self.write(wire.encode_control(kind, self.tid, body), addr)
-        except OSError as e:
-            self.log.debug("offer {tid}: send failed: {err}", tid=self.transfer_id, err=str(e))
-
-    def _refuse(self, addr: Address, nonce: Any, code: str, message: str) -> None:
-        self.manager.stats.refused += 1
-        self._send_control(wire.REFUSE, {"nonce": nonce, "code": code, "message": message}, addr)
-
-    def _on_request(self, addr: Address, body: dict[str, Any]) -> None:
-        if self.closed:
-            return
-        nonce = body.get("nonce")
-        if not isinstance(nonce, str) or not 0 < len(nonce) <= 64:
-            self.manager.stats.malformed += 1
-            return
-        existing = self.sessions.get(addr)
-        if existing is not None and existing.nonce == nonce:  # our ACCEPT was lost: say it again
-            self._send_control(
-                wire.ACCEPT, {"nonce": nonce, "chunks": existing.n, "chunk_size": existing.cs}, addr
-            )
-            return
-        if nonce in self._finished:
-            return  # a late duplicate of a request already served
-        if existing is not None:
-            existing.on_close()
-        size, sha, cs, window = (
-            body.get("size"),
-            body.get("sha256"),
-            body.get("chunk_size"),
-            body.get("window"),
-        )
-        if size != self.size or sha != self.sha256:
-            self._refuse(addr, nonce, "mismatch", "size or sha256 do not match this transfer")
-            return
-        if (
-            not isinstance(cs, int)
-            or isinstance(cs, bool)
-            or not wire.MIN_CHUNK_SIZE <= cs <= wire.MAX_CHUNK_SIZE
-        ):
-            self._refuse(
-                addr, nonce, "bad_request", f"chunk_size must be {wire.MIN_CHUNK_SIZE}..{wire.MAX_CHUNK_SIZE}"
-            )
-            return
-        if not isinstance(window, int) or isinstance(window, bool) or not 1 <= window <= 1 << 20:
-            self._refuse(addr, nonce, "bad_request", "window must be 1..1048576")
-            return
-        chunks = max(1, -(-self.size // cs))
-        try:
-            have = decode_have(body.get("have"), chunks)
-        except ValueError as e:
-            self._refuse(addr, nonce, "bad_request", str(e))
-            return
-        if not self.manager._acquire(addr[0]):
-            self._refuse(
-                addr, nonce, "busy", f"{addr[0]} already has {self.manager.config.max_per_peer} transfers"
-            )
-            return
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
-        session = SendSession(self, addr, nonce, cs, window, have)
-        self.sessions[addr] = session
-        self._send_control(wire.ACCEPT, {"nonce": nonce, "chunks": chunks, "chunk_size": cs}, addr)
-        session.start()
-
-    def _session_ended(self, session: SendSession) -> None:
-        if self.sessions.get(session.peer) is session:
-            del self.sessions[session.peer]
-        self.manager._release(session.peer[0])
-        self._finished.append(session.nonce)
-        stats = self.manager.stats
-        if session.state == "DONE":
-            stats.sessions_done += 1
-            self.completed += 1
-            if self.max_fetches is not None and self.completed >= self.max_fetches:
-                self.manager.clock.callLater(0, self.close)
-                return
-        else:
-            stats.sessions_failed += 1
-        if not self.sessions:
-            self._arm_idle()
 
 
 def _guarded(write: Callable[[bytes, Address], Any]) -> Callable[[bytes, Address], Any]:
@@ -289,10 +50,6 @@ def _guarded(write: Callable[[bytes, Address], Any]) -> Callable[[bytes, Address
             raise OSError(str(e)) from None
 
     return guarded
-
-
-def _unbound_write(datagram: bytes, addr: Address) -> None:
-    raise OSError("not listening")
 
 
 class TransferManager:
@@ -336,7 +93,7 @@ class TransferManager:
         # SHA-256 of memory fetches on a thread (hashlib releases the GIL), when the reactor is real.
         if hash_thread is None:
             hash_thread = listen is None and hasattr(reactor, "callFromThread")
-        self._hash_pool = (
+        self.hash_pool = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="transfer-sha256") if hash_thread else None
         )
 
@@ -439,8 +196,8 @@ class TransferManager:
             offer.close()
         for fetch in list(self._fetches):
             fetch.abort("the transfer manager stopped")
-        if self._hash_pool is not None:
-            self._hash_pool.shutdown(wait=False, cancel_futures=True)
+        if self.hash_pool is not None:
+            self.hash_pool.shutdown(wait=False, cancel_futures=True)
 
     def open_ports(self) -> int:
         """Transfer ports currently open (offers, fetches, lingering fetches)."""
@@ -462,9 +219,9 @@ class TransferManager:
             raise BadTransferMeta(
                 f"cannot reach {host} from transfer sockets bound to {self.config.interface}"
             )
-        _check_tid(transfer_id)
-        _check_size(size)
-        _check_sha(sha256)
+        check_tid(transfer_id)
+        check_size(size)
+        check_sha(sha256)
         if size > self.config.max_file_size:
             raise FileTooLarge(f"{size} bytes is more than the limit of {self.config.max_file_size} bytes")
         return (str(host), port)
@@ -479,7 +236,7 @@ class TransferManager:
         sink: MemorySink | FileSink,
         progress: Progress | None,
     ) -> defer.Deferred[Any]:
-        if not self._acquire(peer[0]):
+        if not self.acquire_peer(peer[0]):
             sink.release()
             return defer.fail(
                 TooManyTransfers(f"{peer[0]} already has {self.config.max_per_peer} transfers running")
@@ -491,31 +248,29 @@ class TransferManager:
         try:
             transport, rcvbuf = self._listen(protocol, receive=True)
         except TransferError as e:
-            self._release(peer[0])
+            self.release_peer(peer[0])
             sink.release()
             return defer.fail(e)
         self._fetches.add(fetch)
         self.stats.fetches += 1
         fetch.write = self._make_writer(transport)
-        fetch.start(transport, rcvbuf, lambda f: self._release(peer[0]))
+        fetch.start(transport, rcvbuf, lambda f: self.release_peer(peer[0]), self._fetches.discard)
         return fetch.deferred
 
-    def _acquire(self, host: str) -> bool:
+    def acquire_peer(self, host: str) -> bool:
         if self._per_peer[host] >= self.config.max_per_peer:
             return False
         self._per_peer[host] += 1
         return True
 
-    def _release(self, host: str) -> None:
+    def release_peer(self, host: str) -> None:
         self._per_peer[host] -= 1
         if self._per_peer[host] <= 0:
             del self._per_peer[host]
 
-    def _offer_closed(self, offer: Offer) -> None:
+    def offer_closed(self, offer: Offer) -> None:
         self._offers.discard(offer)
 
-    def _fetch_closed(self, fetch: Fetch) -> None:
-        self._fetches.discard(fetch)
 
     def _listen(self, protocol: Any, *, receive: bool) -> tuple[Any, int]:
         config = self.config

@@ -22,7 +22,7 @@ import json
 import os
 import secrets
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
@@ -36,13 +36,8 @@ from cloudp2p.transfer.errors import (
     TransferTimeout,
     refusal,
 )
+from cloudp2p.transfer.host import Address, Progress, TransferHost, not_listening
 from cloudp2p.transfer.sender import PROGRESS_INTERVAL, encode_have
-
-if TYPE_CHECKING:
-    from cloudp2p.transfer.manager import TransferManager
-
-Address = tuple[str, int]
-Progress = Callable[[int, int], object]
 
 HASH_STEP = 4 * 1024 * 1024  # most bytes read back from a .part file per ack, for the running hash
 HASH_BATCH = 512 * 1024  # least bytes handed to the hash thread at a time
@@ -232,10 +227,6 @@ def _update(hasher: Any, pieces: list[Any]) -> None:
         hasher.update(piece)
 
 
-def _not_listening(datagram: bytes, addr: Address) -> None:
-    raise OSError("not listening")
-
-
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
@@ -250,7 +241,7 @@ class Fetch:
 
     def __init__(
         self,
-        manager: TransferManager,
+        manager: TransferHost,
         peer: Address,
         transfer_id: str,
         size: int,
@@ -307,15 +298,24 @@ class Fetch:
         self._watchdog: Any = None
         self._linger_call: Any = None
         self._write = sink.write
-        self._hash_pool = manager._hash_pool if isinstance(sink, MemorySink) else None
-        self.write: Callable[[bytes, Address], Any] = _not_listening
+        self._hash_pool = manager.hash_pool if isinstance(sink, MemorySink) else None
+        self.write: Callable[[bytes, Address], Any] = not_listening
         self._on_end: Callable[[Fetch], None] | None = None
+        self._on_closed: Callable[[Fetch], None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
-    def start(self, transport: Any, rcvbuf: int, on_end: Callable[[Fetch], None]) -> None:
+    def start(
+        self,
+        transport: Any,
+        rcvbuf: int,
+        on_end: Callable[[Fetch], None],
+        on_closed: Callable[[Fetch], None],
+    ) -> None:
+        """``on_end`` once the transfer is over (its peer slot is free), ``on_closed`` once its port is."""
         self.transport = transport
         self._on_end = on_end
+        self._on_closed = on_closed
         self.window = window_for(rcvbuf, self.cs, self.config.max_window)
         self.ack_every = max(1, min(32, self.window // 4))
         if self.got >= self.n:
@@ -368,7 +368,9 @@ class Fetch:
         if self.transport is not None:
             transport, self.transport = self.transport, None
             transport.stopListening()
-        self.manager._fetch_closed(self)
+        if self._on_closed is not None:
+            on_closed, self._on_closed = self._on_closed, None
+            on_closed(self)
         if self._on_end is not None:
             on_end, self._on_end = self._on_end, None
             on_end(self)

@@ -17,26 +17,25 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import secrets
 import zlib
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from cloudp2p.transfer import wire
 from cloudp2p.transfer.congestion import Aimd
+from cloudp2p.transfer.host import Address, Progress, TransferHost, not_listening
 from cloudp2p.transfer.rtt import RttEstimator
 
-if TYPE_CHECKING:
-    from cloudp2p.transfer.manager import Offer, TransferManager
-
-Address = tuple[str, int]
 PROGRESS_INTERVAL = 0.05  # seconds between progress callbacks (the last one always comes)
 INCREASE_BYTES = 16384  # congestion avoidance adds this much window per round trip (13 default chunks)
 MIN_PTO = 0.002  # a probe sooner than this would mostly race the ack already on its way
-Progress = Callable[[int, int], object]
 
 
 def decode_have(text: Any, chunks: int) -> bytearray | None:
@@ -63,6 +62,175 @@ def encode_have(have: bytearray) -> str:
     return base64.b64encode(zlib.compress(bytes(have), 6)).decode()
 
 
+class Offer:
+    """Bytes served on one port until closed, idle for ``timeout`` s, or fetched ``max_fetches`` times."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        manager: TransferHost,
+        data: bytes,
+        timeout: float,
+        max_fetches: int | None,
+        progress: Progress | None,
+    ) -> None:
+        self.manager = manager
+        self.data = bytes(data)
+        self.view = memoryview(self.data)
+        self.size = len(self.data)
+        self.sha256 = hashlib.sha256(self.data).hexdigest()
+        self.transfer_id = secrets.token_hex(16)
+        self.tid = bytes.fromhex(self.transfer_id)
+        self.timeout = timeout
+        self.max_fetches = max_fetches
+        self.progress = progress
+        self.sessions: dict[Address, SendSession] = {}
+        self.completed = 0
+        self.closed = False
+        self.transport: Any = None
+        self.port = 0
+        self.write: Callable[[bytes, Address], Any] = not_listening
+        self.write_parts: Callable[[tuple[bytes, Any], Address], Any] = lambda parts, addr: not_listening(
+            b"", addr
+        )
+        self.send_batch: Callable[[list[tuple[bytes, Any]], Address], Any] = lambda batch, addr: None
+        self.gso = False
+        self._idle: Any = None
+        self._finished: deque[str] = deque(maxlen=64)
+        self._waiting: list[defer.Deferred[Offer]] = []
+
+    def meta(self) -> dict[str, Any]:
+        """The JSON the fetching side needs (add the host: this side's address)."""
+        return {"port": self.port, "transfer_id": self.transfer_id, "size": self.size, "sha256": self.sha256}
+
+    def when_closed(self) -> defer.Deferred[Offer]:
+        """Fires (with the offer) once the offer's port is closed."""
+        if self.closed:
+            return defer.succeed(self)
+        d: defer.Deferred[Offer] = defer.Deferred()
+        self._waiting.append(d)
+        return d
+
+    def close(self) -> None:
+        """Stop serving: running fetches are told (CLOSE) and the port is closed. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+        for session in list(self.sessions.values()):
+            session.close()
+        if self.transport is not None:
+            transport, self.transport = self.transport, None
+            transport.stopListening()
+        self.manager.offer_closed(self)
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(self)
+
+    def _arm_idle(self) -> None:
+        if self.closed:
+            return
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self.timeout)
+        else:
+            self._idle = self.manager.clock.callLater(self.timeout, self._on_idle)
+
+    def _on_idle(self) -> None:
+        self._idle = None
+        if not self.sessions:
+            self.log.debug("offer {tid}: idle for {t}s, closing", tid=self.transfer_id, t=self.timeout)
+            self.close()
+
+    def _send_control(self, kind: int, body: dict[str, Any], addr: Address) -> None:
+        if self.transport is None:
+            return
+        try:
+            self.write(wire.encode_control(kind, self.tid, body), addr)
+        except OSError as e:
+            self.log.debug("offer {tid}: send failed: {err}", tid=self.transfer_id, err=str(e))
+
+    def _refuse(self, addr: Address, nonce: Any, code: str, message: str) -> None:
+        self.manager.stats.refused += 1
+        self._send_control(wire.REFUSE, {"nonce": nonce, "code": code, "message": message}, addr)
+
+    def _on_request(self, addr: Address, body: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        nonce = body.get("nonce")
+        if not isinstance(nonce, str) or not 0 < len(nonce) <= 64:
+            self.manager.stats.malformed += 1
+            return
+        existing = self.sessions.get(addr)
+        if existing is not None and existing.nonce == nonce:  # our ACCEPT was lost: say it again
+            self._send_control(
+                wire.ACCEPT, {"nonce": nonce, "chunks": existing.n, "chunk_size": existing.cs}, addr
+            )
+            return
+        if nonce in self._finished:
+            return  # a late duplicate of a request already served
+        if existing is not None:
+            existing.on_close()
+        size, sha, cs, window = (
+            body.get("size"),
+            body.get("sha256"),
+            body.get("chunk_size"),
+            body.get("window"),
+        )
+        if size != self.size or sha != self.sha256:
+            self._refuse(addr, nonce, "mismatch", "size or sha256 do not match this transfer")
+            return
+        if (
+            not isinstance(cs, int)
+            or isinstance(cs, bool)
+            or not wire.MIN_CHUNK_SIZE <= cs <= wire.MAX_CHUNK_SIZE
+        ):
+            self._refuse(
+                addr, nonce, "bad_request", f"chunk_size must be {wire.MIN_CHUNK_SIZE}..{wire.MAX_CHUNK_SIZE}"
+            )
+            return
+        if not isinstance(window, int) or isinstance(window, bool) or not 1 <= window <= 1 << 20:
+            self._refuse(addr, nonce, "bad_request", "window must be 1..1048576")
+            return
+        chunks = max(1, -(-self.size // cs))
+        try:
+            have = decode_have(body.get("have"), chunks)
+        except ValueError as e:
+            self._refuse(addr, nonce, "bad_request", str(e))
+            return
+        if not self.manager.acquire_peer(addr[0]):
+            self._refuse(
+                addr, nonce, "busy", f"{addr[0]} already has {self.manager.config.max_per_peer} transfers"
+            )
+            return
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+        session = SendSession(self, addr, nonce, cs, window, have)
+        self.sessions[addr] = session
+        self._send_control(wire.ACCEPT, {"nonce": nonce, "chunks": chunks, "chunk_size": cs}, addr)
+        session.start()
+
+    def _session_ended(self, session: SendSession) -> None:
+        if self.sessions.get(session.peer) is session:
+            del self.sessions[session.peer]
+        self.manager.release_peer(session.peer[0])
+        self._finished.append(session.nonce)
+        stats = self.manager.stats
+        if session.state == "DONE":
+            stats.sessions_done += 1
+            self.completed += 1
+            if self.max_fetches is not None and self.completed >= self.max_fetches:
+                self.manager.clock.callLater(0, self.close)
+                return
+        else:
+            stats.sessions_failed += 1
+        if not self.sessions:
+            self._arm_idle()
+
+
 class SendSession:
     """Pushes one offer's chunks to one receiver, reliably, with congestion control."""
 
@@ -78,7 +246,7 @@ class SendSession:
         have: bytearray | None,
     ) -> None:
         self.offer = offer
-        self.manager: TransferManager = offer.manager
+        self.manager: TransferHost = offer.manager
         config = self.manager.config
         self.clock = self.manager.clock
         self.peer = peer

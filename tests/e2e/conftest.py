@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cloudp2p.client.process import ClientProcess, CommandResult
 from cloudp2p.errors import CloudP2PError
+from cloudp2p.testing.client import ClientProcess, CommandResult
 
 MYSQL_SERVER = os.environ.get("CLOUDP2P_TEST_MYSQL", "mysql://root@127.0.0.1:3306")
 PASSWORD = "e2e-password-123"
@@ -90,7 +90,7 @@ class Deployment:
     # -- set-up ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        from cloudp2p.tools.cluster import LocalCluster
+        from cloudp2p.testing.cluster import LocalCluster
 
         if self.backend == "sqlite":
             directory = {"backend": "sqlite", "path": os.path.join(self.workdir, "directory.sqlite3")}

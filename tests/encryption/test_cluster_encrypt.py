@@ -6,12 +6,12 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from cloudp2p.cluster.client import ClientRouter
 from cloudp2p.encryption import container as c
 from cloudp2p.encryption import keywrap
 from cloudp2p.encryption.keys import UserKeys
 from cloudp2p.errors import RequestFailed
-from cloudp2p.tools.cluster import LocalCluster
+from cloudp2p.routing.client import ClientRouter
+from cloudp2p.testing.cluster import LocalCluster
 from cloudp2p.transfer import TransferManager
 
 from .test_heartbeat import small_photo

@@ -11,10 +11,10 @@ import pytest_twisted
 from PIL import Image
 from twisted.internet import reactor, task
 
-from cloudp2p.cluster.failure import FailureDetector
 from cloudp2p.encryption import container as c
 from cloudp2p.encryption.service import EncryptionEngine
 from cloudp2p.errors import InvalidImage
+from cloudp2p.membership.failure import FailureDetector
 
 HEARTBEAT = 0.2  # [cluster] heartbeat_interval
 FAILURE_TIMEOUT = 1.0  # [cluster] failure_timeout: a longer gap gets a peer suspected

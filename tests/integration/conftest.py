@@ -1,7 +1,7 @@
 """Fixtures that run real cloud servers (``twistd -n cloudp2p-server``) on 127.0.0.1.
 
 Reuse them from any test directory (e2e, directory...) through the
-``cloudp2p.tools.cluster`` classes they wrap:
+``cloudp2p.testing.cluster`` classes they wrap:
 
     pytestmark = pytest.mark.integration
 
@@ -36,8 +36,8 @@ from typing import Any
 
 import pytest
 
-from cloudp2p.cluster.client import ClientRouter
-from cloudp2p.tools.cluster import LocalCluster
+from cloudp2p.routing.client import ClientRouter
+from cloudp2p.testing.cluster import LocalCluster
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

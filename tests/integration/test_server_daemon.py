@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from cloudp2p.tools.cluster import READY_RE, LocalCluster, dump_toml
-from cloudp2p.tools.daemon import twistd_command
+from cloudp2p.testing.cluster import READY_RE, LocalCluster, dump_toml
+from cloudp2p.testing.daemon import twistd_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -81,7 +81,7 @@ def test_cluster_tool_runs_three_servers_and_ctrl_c_stops_them_all(tmp_path):
     cloud = LocalCluster(str(tmp_path / "c"), 3)
     paths = [cloud.servers[s].config_path for s in (1, 2, 3)]
     tool = subprocess.Popen(
-        [sys.executable, "-m", "cloudp2p.tools.cluster", *paths],
+        [sys.executable, "-m", "cloudp2p.testing.cluster", *paths],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -11,7 +11,7 @@ import time
 def main(argv: list[str]) -> None:
     from twisted.internet import reactor
 
-    from cloudp2p.cluster.membership import ClusterNode
+    from cloudp2p.membership.node import ClusterNode
 
     me, my_port, peer, peer_port = (int(a) for a in argv[:4])
     seconds = float(argv[4])

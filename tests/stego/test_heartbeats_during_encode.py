@@ -23,7 +23,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
-from cloudp2p.cluster.membership import ClusterNode
+from cloudp2p.membership.node import ClusterNode
 from cloudp2p.stego import engine, pool
 
 SECRET = b"heartbeat-test-secret-0123456789"

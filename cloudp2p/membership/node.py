@@ -30,9 +30,10 @@ from typing import Any
 from twisted.internet import task
 from twisted.logger import Logger
 
-from cloudp2p.cluster.election import Election, State, priority_key
-from cloudp2p.cluster.failure import FailureDetector
-from cloudp2p.cluster.messages import (
+from cloudp2p.config import format_hostport
+from cloudp2p.membership.election import Election, State, priority_key
+from cloudp2p.membership.failure import FailureDetector
+from cloudp2p.membership.messages import (
     MALFORMED,
     Answer,
     App,
@@ -42,8 +43,7 @@ from cloudp2p.cluster.messages import (
     Heartbeat,
     Message,
 )
-from cloudp2p.cluster.protocol import ClusterProtocol
-from cloudp2p.config import format_hostport
+from cloudp2p.membership.protocol import ClusterProtocol
 
 Address = tuple[str, int]
 _LOGGED_EVENTS = {"claim", "follow", "step_down", "coordinator_failed", "suspect", "alive", "stall", "resume"}

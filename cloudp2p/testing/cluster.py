@@ -1,6 +1,6 @@
 """Run cloud servers as real ``twistd`` processes.
 
-``make cluster`` runs ``python -m cloudp2p.tools.cluster etc/server1.toml ...``:
+``make cluster`` runs ``python -m cloudp2p.testing.cluster etc/server1.toml ...``:
 one ``twistd -n cloudp2p-server`` per file in the foreground, their log lines
 prefixed with the file name; Ctrl-C (or SIGTERM) stops them all cleanly
 (SIGTERM, then SIGKILL after a grace period). If one server exits by itself
@@ -33,8 +33,8 @@ from typing import Any
 
 from cloudp2p.config import format_hostport
 from cloudp2p.errors import CloudP2PError, CloudUnreachable, RequestFailed
+from cloudp2p.testing.daemon import DaemonProcess
 from cloudp2p.tools import status as status_tool
-from cloudp2p.tools.daemon import DaemonProcess
 
 Address = tuple[str, int]
 READY_RE = re.compile(r"cloudp2p-server (\d+) ready: cluster (\S+) clients (\S+)")
@@ -307,7 +307,7 @@ def run_foreground(config_paths: list[str], out: Any = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m cloudp2p.tools.cluster",
+        prog="python -m cloudp2p.testing.cluster",
         description="Run cloud servers in the foreground; Ctrl-C stops them all.",
     )
     parser.add_argument("configs", nargs="+", help="server config files (etc/server1.toml ...)")

@@ -1,6 +1,6 @@
 """Replays and old terms on the memory network change nothing."""
 
-from cloudp2p.cluster.messages import Codec, Coordinator, Envelope, Heartbeat
+from cloudp2p.membership.messages import Codec, Coordinator, Envelope, Heartbeat
 
 from .sim import SECRET, Cluster, address
 

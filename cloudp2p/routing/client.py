@@ -31,8 +31,8 @@ from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from cloudp2p.cluster import client_wire as wire
 from cloudp2p.errors import CloudUnreachable, RequestFailed
+from cloudp2p.routing import client_wire as wire
 
 Address = tuple[str, int]
 

@@ -7,9 +7,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from cloudp2p.cluster.election import State
-from cloudp2p.cluster.membership import ClusterNode
-from cloudp2p.cluster.messages import (
+from cloudp2p.membership.election import State
+from cloudp2p.membership.messages import (
     MAX_DATAGRAM,
     BadMessageError,
     Codec,
@@ -17,7 +16,8 @@ from cloudp2p.cluster.messages import (
     Heartbeat,
     MessageTooLargeError,
 )
-from cloudp2p.cluster.protocol import ClusterProtocol, listen_udp, set_receive_buffer
+from cloudp2p.membership.node import ClusterNode
+from cloudp2p.membership.protocol import ClusterProtocol, listen_udp, set_receive_buffer
 from cloudp2p.testing.memnet import Faults
 
 from .sim import SECRET, Cluster, address

@@ -45,8 +45,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cloudp2p.cluster import client_wire as wire
 from cloudp2p.ops import OpError, OpRegistry, RequestContext
+from cloudp2p.routing import client_wire as wire
 
 ASSIGN = "rt.assign"
 DONE = "rt.done"

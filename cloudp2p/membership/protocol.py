@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from cloudp2p.cluster.messages import (
+from cloudp2p.membership.messages import (
     MAX_DATAGRAM,
     UNFRESH,
     BadMessageError,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from cloudp2p.cluster.membership import ClusterNode
-from cloudp2p.cluster.messages import ELECTION_TYPES
+from cloudp2p.membership.messages import ELECTION_TYPES
+from cloudp2p.membership.node import ClusterNode
 from cloudp2p.testing.memnet import Faults, MemoryNetwork
 
 SECRET = b"cluster-test-secret-0123456789"

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from twisted.internet import defer, task
 from twisted.internet.protocol import DatagramProtocol
 
-from cloudp2p.cluster import client_wire as wire
-from cloudp2p.cluster.client import ClientRouter
-from cloudp2p.cluster.router import ClientProtocol, Router, RouterSettings
 from cloudp2p.errors import CloudUnreachable, RequestFailed
 from cloudp2p.ops import OpError, OpRegistry
+from cloudp2p.routing import client_wire as wire
+from cloudp2p.routing.client import ClientRouter
+from cloudp2p.routing.router import ClientProtocol, Router, RouterSettings
 from cloudp2p.testing.memnet import Faults, MemoryNetwork
 
 CLIENT_NODE = "client"

@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 from twisted.logger import Logger
 
-from cloudp2p.cluster.messages import (
+from cloudp2p.membership.messages import (
     BAD_TERM_OWNER,
     STALE_TERM,
     Answer,
@@ -53,7 +53,7 @@ from cloudp2p.cluster.messages import (
     Heartbeat,
     Succeed,
 )
-from cloudp2p.cluster.messages import Election as ElectionMessage
+from cloudp2p.membership.messages import Election as ElectionMessage
 
 
 class State(enum.Enum):

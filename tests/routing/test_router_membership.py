@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from twisted.internet import task
 
-from cloudp2p.cluster.client import ClientRouter
-from cloudp2p.cluster.load import LoadMeter
-from cloudp2p.cluster.membership import ClusterNode
-from cloudp2p.cluster.router import ClientProtocol, Router
+from cloudp2p.membership.load import LoadMeter
+from cloudp2p.membership.node import ClusterNode
 from cloudp2p.ops import OpRegistry
+from cloudp2p.routing.client import ClientRouter
+from cloudp2p.routing.router import ClientProtocol, Router
 from cloudp2p.testing.memnet import Faults, MemoryNetwork
 
 SECRET = b"router-membership-test-secret"

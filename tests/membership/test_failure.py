@@ -3,7 +3,7 @@
 import pytest
 from twisted.internet import task
 
-from cloudp2p.cluster.failure import FailureDetector
+from cloudp2p.membership.failure import FailureDetector
 
 
 def detector(timeout=1.0, peers=(2, 3)):

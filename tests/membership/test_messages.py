@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudp2p.cluster import messages as m
-from cloudp2p.cluster.messages import BadMessageError, Codec, Envelope, Freshness, ReplayGuard
+from cloudp2p.membership import messages as m
+from cloudp2p.membership.messages import BadMessageError, Codec, Envelope, Freshness, ReplayGuard
 
 SECRET = b"message-test-secret-0123456789"
 MEMBERS = {1, 2, 3}

@@ -2,9 +2,9 @@
 
 import pytest
 
-from cloudp2p.cluster import config as cc
 from cloudp2p.config import Schema
 from cloudp2p.errors import ConfigError
+from cloudp2p.membership import config as cc
 
 SCHEMA = Schema((cc.SECTION,))
 GOOD = {"listen": "127.0.0.1:9001", "secret": "s" * 20, "peers": ["2@127.0.0.1:9002", "3@10.0.0.3:9003"]}

@@ -9,8 +9,8 @@ Loads are fixed per server so that priorities are known: lower load first.
 
 import pytest
 
-from cloudp2p.cluster.election import State
-from cloudp2p.cluster.messages import Codec, Grant, Succeed
+from cloudp2p.membership.election import State
+from cloudp2p.membership.messages import Codec, Grant, Succeed
 from cloudp2p.testing.memnet import Faults
 
 from .sim import SECRET, Cluster, address, name

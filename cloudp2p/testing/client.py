@@ -24,7 +24,7 @@ import attrs
 from cloudp2p.client import config as cconfig
 from cloudp2p.client.home import Home
 from cloudp2p.errors import CloudP2PError
-from cloudp2p.tools.daemon import DaemonProcess
+from cloudp2p.testing.daemon import DaemonProcess
 
 READY_RE = re.compile(r"cloudp2p client ready: control socket (\S+), peer port (\d+)")
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cloudp2p.cluster.election import next_term, priority_key, term_owner
-from cloudp2p.cluster.load import LoadMeter, cpu_load
+from cloudp2p.membership.election import next_term, priority_key, term_owner
+from cloudp2p.membership.load import LoadMeter, cpu_load
 
 
 def test_load_mixes_cpu_and_inflight():

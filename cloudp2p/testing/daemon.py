@@ -1,7 +1,7 @@
 """A twistd daemon run as a child process, for ``make cluster``, ``make demo``, tests and benchmarks.
 
-``ServerProcess`` (cloudp2p/tools/cluster.py) and ``ClientProcess``
-(cloudp2p/client/process.py) add what is particular to each daemon (its
+``ServerProcess`` (cloudp2p/testing/cluster.py) and ``ClientProcess``
+(cloudp2p/testing/client.py) add what is particular to each daemon (its
 command line and its readiness line); starting, signalling (SIGSTOP/SIGCONT
 to simulate a stalled host, kill -9 to simulate a crash) and stopping are
 the same for both and live here.

@@ -8,9 +8,9 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
 
-from cloudp2p.cluster import client_wire as wire
-from cloudp2p.cluster.client import ClientRouter
 from cloudp2p.errors import CloudUnreachable, RequestFailed
+from cloudp2p.routing import client_wire as wire
+from cloudp2p.routing.client import ClientRouter
 from cloudp2p.testing.memnet import MemoryNetwork
 
 SERVERS = [("10.0.0.1", 8000), ("10.0.0.2", 8000)]

@@ -1,1 +1,0 @@
-"""The server cluster: membership, failure detection, load, coordinator election and request routing."""

@@ -1,0 +1,1 @@
+"""Server-to-server membership: authenticated messages, failure detection, load, coordinator election."""
