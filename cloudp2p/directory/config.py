@@ -113,7 +113,7 @@ SECTION = Section(
         ),
         "connect_timeout": Field((int, float), 5.0, positive, "mysql: seconds to wait for a node to answer"),
         "failover_timeout": Field(
-            (int, float), 8.0, positive, "mysql: seconds a transaction keeps trying other nodes"
+            (int, float), 5.0, positive, "mysql: seconds a transaction keeps trying other nodes"
         ),
         "failback_interval": Field(
             (int, float), 30.0, positive, "mysql: seconds before a connection moved to another node goes home"

@@ -35,6 +35,14 @@ FATAL, RETRY, RECONNECT, CONFLICT = "fatal", "retry", "reconnect", "conflict"
 MAX_ATTEMPTS = 8
 
 
+def _unavailable() -> OpError:
+    return OpError(
+        "directory_unavailable",
+        "this server cannot reach a working directory database node (down, or cut off from the "
+        "majority of the cluster); another server may answer, or try again",
+    )
+
+
 class Dialect(Protocol):
     name: str
 
@@ -152,10 +160,13 @@ class Database:
         past the dialect's ``retry_budget`` gives ``OpError("directory_unavailable")``.
         """
         budget = getattr(self.dialect, "retry_budget", None)
-        give_up = time.monotonic() + budget if budget else None
+        give_up = time.monotonic() + budget if budget is not None else None
+        all_down = getattr(self.dialect, "all_down", None)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             conn = None
             try:
+                if all_down is not None and getattr(self._local, "conn", None) is None and all_down():
+                    raise _unavailable()
                 conn = self._connection()
                 self.dialect.begin(conn, write)
                 cursor = conn.cursor()
@@ -179,11 +190,7 @@ class Database:
                     self._rollback(conn)
                 out_of_time = give_up is not None and time.monotonic() > give_up
                 if kind == RECONNECT and (attempt == MAX_ATTEMPTS or out_of_time):
-                    raise OpError(
-                        "directory_unavailable",
-                        "this server cannot reach a working directory database node (down, or cut off "
-                        "from the majority of the cluster); another server may answer, or try again",
-                    ) from e
+                    raise _unavailable() from e
                 if kind == FATAL or attempt == MAX_ATTEMPTS or out_of_time:
                     raise
                 # Back off a little, with jitter, so that two racing servers do not collide again.

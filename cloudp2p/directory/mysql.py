@@ -71,7 +71,7 @@ class MySQLDialect:
         connect_timeout: float = 10.0,
         owner: int | None = None,
         failback_interval: float = 30.0,
-        failover_timeout: float = 8.0,
+        failover_timeout: float = 5.0,
     ) -> None:
         self.nodes: tuple[MySQLURL, ...] = (url,) if isinstance(url, MySQLURL) else tuple(url)
         if not self.nodes:
@@ -125,6 +125,13 @@ class MySQLDialect:
         with self._down_lock:
             self._down[index] = time.monotonic() + NODE_RETRY
         self.counters["node_failures"] += 1
+
+    def all_down(self) -> bool:
+        """Every node failed within the last ``NODE_RETRY`` seconds: answer at once, do not wait
+        for connect timeouts again (a server cut off with its node would pile requests up)."""
+        now = time.monotonic()
+        with self._down_lock:
+            return all(self._down.get(i, 0.0) > now for i in range(len(self.nodes)))
 
     def connection_failed(self, conn: Any) -> None:
         """``db.Database`` says ``conn`` broke (lost, or its node left the primary component)."""

@@ -57,7 +57,8 @@ class DaemonProcess:
             os.replace(self.log_path, f"{self.log_path}.{self.starts}")
         environment = dict(os.environ if env is None else env)
         environment.setdefault("PYTHONUNBUFFERED", "1")
-        command = [*self.prefix, *twistd_command(), "-n", "--pidfile=", "--logfile", self.log_path or "-", *args]
+        logfile = self.log_path or "-"
+        command = [*self.prefix, *twistd_command(), "-n", "--pidfile=", "--logfile", logfile, *args]
         self.process = subprocess.Popen(
             command,
             cwd=cwd,

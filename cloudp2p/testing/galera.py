@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import tempfile
@@ -68,7 +69,9 @@ def _chown_mysql(path: str) -> None:
 class GaleraNode:
     """One ``mariadbd`` with wsrep in ``host``; ``name`` is unique in the cluster."""
 
-    def __init__(self, host: Host, name: str, folder: str, members: Sequence[str], cluster: str) -> None:
+    def __init__(
+        self, host: Host, name: str, folder: str, members: Sequence[str] | None, cluster: str = "cloudp2p"
+    ) -> None:
         self.host = host
         self.name = name
         self.folder = folder
@@ -76,7 +79,7 @@ class GaleraNode:
         self.socket = os.path.join(folder, "mysqld.sock")
         self.error_log = os.path.join(folder, "error.log")
         self.option_file = os.path.join(folder, "my.cnf")
-        self.members = list(members)
+        self.members = list(members) if members is not None else None  # None: a plain MariaDB
         self.cluster = cluster
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -106,6 +109,15 @@ class GaleraNode:
             "innodb_flush_log_at_trx_commit = 1",
             "performance_schema = OFF",
             "max_connections = 200",
+        ]
+        if self.members is not None:
+            lines += self._wsrep_options()
+        with open(self.option_file, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        os.chmod(self.option_file, 0o644)
+
+    def _wsrep_options(self) -> list[str]:
+        return [
             "wsrep_on = ON",
             f"wsrep_provider = {PROVIDER}",
             f"wsrep_cluster_name = {self.cluster}",
@@ -115,19 +127,33 @@ class GaleraNode:
             "wsrep_sst_method = rsync",
             f'wsrep_provider_options = "{PROVIDER_OPTIONS}"',
             "wsrep_slave_threads = 2",
-            "",
         ]
-        with open(self.option_file, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines))
-        os.chmod(self.option_file, 0o644)
 
-    def start(self, *, bootstrap: bool = False) -> None:
+    def recover_position(self) -> str | None:
+        """``uuid:seqno`` this node had committed, read from InnoDB (``--wsrep-recover``), as
+        systemd's galera_recovery does: a node killed with kill -9 has no saved position, and
+        without it would ask for a full state transfer (SST) instead of the missing write sets (IST)."""
+        log = os.path.join(self.folder, "recover.log")
+        argv = [MARIADBD, f"--defaults-file={self.option_file}", "--wsrep-recover", f"--log-error={log}"]
+        subprocess.run(self.host.command(argv), capture_output=True, timeout=120)
+        try:
+            with open(log, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except FileNotFoundError:
+            return None
+        found = re.findall(r"WSREP: Recovered position: (\S+:-?\d+)", text)
+        return found[-1] if found and not found[-1].endswith(":-1") else None
+
+    def start(self, *, bootstrap: bool = False, recover: bool = False) -> None:
         if self.alive:
             raise GaleraError(f"{self.name} is already running")
         self.write_options()
+        position = self.recover_position() if recover and self.members is not None else None
         if os.path.exists(self.error_log):
             os.replace(self.error_log, f"{self.error_log}.{self.starts}")
         argv = [MARIADBD, f"--defaults-file={self.option_file}"]
+        if position:
+            argv.append(f"--wsrep-start-position={position}")
         if bootstrap:
             argv.append("--wsrep-new-cluster")
         self.process = subprocess.Popen(
@@ -162,7 +188,7 @@ class GaleraNode:
         try:
             with conn.cursor() as cursor:
                 cursor.execute("SHOW GLOBAL STATUS LIKE 'wsrep_%'")
-                return {k: str(v) for k, v in cursor.fetchall()}
+                return {"answering": "yes", **{k: str(v) for k, v in cursor.fetchall()}}
         except pymysql.err.MySQLError:
             return {}
         finally:
@@ -179,6 +205,8 @@ class GaleraNode:
             if self.process is not None and not self.alive:
                 raise GaleraError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
             s = self.status()
+            if self.members is None and s:
+                return s  # a plain MariaDB: answering is enough
             if (
                 s.get("wsrep_local_state_comment") == "Synced"
                 and s.get("wsrep_cluster_status") == "Primary"
@@ -207,8 +235,7 @@ class GaleraNode:
 
     def log_text(self) -> str:
         parts = []
-        for i in range(self.starts):
-            path = f"{self.error_log}.{i}" if i < self.starts - 1 else self.error_log
+        for path in [*(f"{self.error_log}.{i}" for i in range(1, self.starts)), self.error_log]:
             try:
                 with open(path, encoding="utf-8", errors="replace") as f:
                     parts.append(f.read())
@@ -242,6 +269,55 @@ class GaleraNode:
             self.kill()
 
 
+def install(node: GaleraNode, *, bootstrap: bool) -> None:
+    """A fresh data folder for ``node`` with the ``cloudp2p`` user; leaves the node running."""
+    os.makedirs(node.folder)
+    subprocess.run(
+        [INSTALL_DB, "--no-defaults", f"--datadir={node.datadir}", "--user=mysql",
+         "--auth-root-authentication-method=socket", "--skip-test-db"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    _chown_mysql(node.folder)
+    node.start(bootstrap=bootstrap)
+    node.wait_synced()
+    conn = node.connect()
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(f"CREATE USER IF NOT EXISTS '{USER}'@'%' IDENTIFIED BY '{PASSWORD}'")
+            cursor.execute(f"GRANT ALL PRIVILEGES ON *.* TO '{USER}'@'%'")
+    finally:
+        conn.close()
+
+
+def temp_root() -> str:
+    root = tempfile.mkdtemp(prefix="cp2p-mariadb-")
+    os.chmod(root, 0o755)  # mariadbd (user mysql) must reach its folder
+    return root
+
+
+class SingleMariaDB:
+    """One plain MariaDB (no replication) in ``host``: the baseline the Galera figures compare to."""
+
+    def __init__(self, host: Host) -> None:
+        reason = can_run()
+        if reason:
+            raise GaleraError(reason)
+        self.root = temp_root()
+        self.node = GaleraNode(host, "db", os.path.join(self.root, "db"), None)
+        self.nodes = [self.node]
+
+    def start(self) -> None:
+        install(self.node, bootstrap=False)
+
+    def urls(self, first: int = 0) -> list[str]:
+        return [self.node.url]
+
+    def close(self) -> None:
+        if self.node.alive:
+            self.node.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 class GaleraCluster:
     """One Galera node in each of ``hosts``; ``start()`` bootstraps the first and joins the rest."""
 
@@ -249,8 +325,7 @@ class GaleraCluster:
         reason = can_run()
         if reason:
             raise GaleraError(reason)
-        self.root = tempfile.mkdtemp(prefix="cp2p-galera-")
-        os.chmod(self.root, 0o755)  # mariadbd (user mysql) must reach its folder
+        self.root = temp_root()
         members = [h.ip for h in hosts]
         self.nodes = [
             GaleraNode(h, f"g{i + 1}", os.path.join(self.root, f"g{i + 1}"), members, name)
@@ -260,22 +335,7 @@ class GaleraCluster:
     def _template(self) -> str:
         """A bootstrapped, cleanly stopped data folder with the ``cloudp2p`` user."""
         first = self.nodes[0]
-        os.makedirs(first.folder)
-        subprocess.run(
-            [INSTALL_DB, "--no-defaults", f"--datadir={first.datadir}", "--user=mysql",
-             "--auth-root-authentication-method=socket", "--skip-test-db"],
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
-        _chown_mysql(self.root)
-        first.start(bootstrap=True)
-        first.wait_synced()
-        conn = first.connect()
-        try:
-            with conn.cursor() as cursor:
-                cursor.execute(f"CREATE USER IF NOT EXISTS '{USER}'@'%' IDENTIFIED BY '{PASSWORD}'")
-                cursor.execute(f"GRANT ALL PRIVILEGES ON *.* TO '{USER}'@'%'")
-        finally:
-            conn.close()
+        install(first, bootstrap=True)
         first.stop()
         return first.datadir
 
@@ -298,7 +358,7 @@ class GaleraCluster:
 
     def restart(self, node: GaleraNode, timeout: float = 90.0) -> None:
         """Start a stopped or killed node again; it rejoins (IST from a donor) and syncs."""
-        node.start()
+        node.start(recover=True)
         node.wait_synced(timeout)
 
     def urls(self, first: int) -> list[str]:
