@@ -53,6 +53,26 @@ class InvalidImage(CloudP2PError):
     """The file is not an image cloudp2p can read."""
 
 
+class ServerIdentityError(CloudP2PError):
+    """A cloud server could not prove who it is; nothing was sent to it."""
+
+
+class ServerUntrusted(ServerIdentityError):
+    """A cloud server's certificate is not signed by the cloud CA pinned here (`cloudp2p init --ca`)."""
+
+
+class ServerCertificateExpired(ServerIdentityError):
+    """A cloud server's certificate has expired or is not valid yet; its operator must renew it."""
+
+
+class ServerNameMismatch(ServerIdentityError):
+    """A cloud server's certificate names another server; check the servers in client.toml."""
+
+
+class SecureHandshakeFailed(CloudP2PError):
+    """The secure handshake with a cloud server failed."""
+
+
 # One place that maps errors to process exit codes (0 is success, 2 is argparse's own usage code).
 EXIT_CODES: dict[type[CloudP2PError], int] = {
     UsageError: 2,
@@ -61,6 +81,11 @@ EXIT_CODES: dict[type[CloudP2PError], int] = {
     RequestFailed: 5,
     DaemonNotRunning: 6,
     InvalidImage: 7,
+    ServerIdentityError: 23,
+    ServerUntrusted: 24,
+    ServerCertificateExpired: 25,
+    ServerNameMismatch: 26,
+    SecureHandshakeFailed: 27,
 }
 
 

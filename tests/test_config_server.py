@@ -186,3 +186,13 @@ def test_tap_options_turn_config_errors_into_usage_errors(tmp_path):
     options = tap.Options()
     options.parseOptions(["--config", str(ROOT / "etc" / "server1.toml")])
     assert options["parsed"]["server"]["id"] == 1
+
+
+def test_the_png_writer_is_fast_or_pillow(tmp_path):
+    config = base()
+    assert server_config.load(write(tmp_path, config))["encryption"]["png_writer"] == "fast"
+    config["encryption"] = {"png_writer": "pillow"}
+    assert server_config.load(write(tmp_path, config))["encryption"]["png_writer"] == "pillow"
+    config["encryption"] = {"png_writer": "libpng"}
+    message = load_error(tmp_path, config)
+    assert "png_writer" in message and "libpng" in message

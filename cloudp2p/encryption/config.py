@@ -3,7 +3,8 @@
 [encryption]
 covers_dir = ""            # extra cover images (PNG/JPEG) besides the built-in library; "" = none
 workers = 2                # processes that hide images (CPU-bound work never runs on the reactor)
-png_compress_level = 1     # zlib level of result PNGs: 1 is 4-5x faster than 6 for ~19% more bytes
+png_compress_level = 1     # effort 0-9 for result PNGs (the fast writer maps it to ISA-L's 0-3)
+png_writer = "fast"        # "fast" (numpy + ISA-L, stego/pngcodec.py) or "pillow" (the slower old path)
 max_image_size = 67108864  # largest secret or cover accepted, bytes
 fetch_timeout = 120.0      # seconds to fetch the client's image (and cover)
 result_ttl = 300.0         # seconds the result stays offered for the client to fetch
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from cloudp2p.config import Field, Section, in_range, seconds
+from cloudp2p.config import Field, Section, in_range, one_of, seconds
 
 
 def _covers_dir(value: str) -> str:
@@ -30,7 +31,8 @@ SECTION = Section(
     fields={
         "covers_dir": Field(str, "", _covers_dir, "extra covers besides the built-in library"),
         "workers": Field(int, 2, in_range(1, 64), "processes that hide images"),
-        "png_compress_level": Field(int, 1, in_range(0, 9), "zlib level of result PNGs"),
+        "png_compress_level": Field(int, 1, in_range(0, 9), "zlib-style level of result PNGs"),
+        "png_writer": Field(str, "fast", one_of("fast", "pillow"), "PNG encoder of result images"),
         "max_image_size": Field(int, 64 * 1024 * 1024, in_range(1024, 2**31), "largest secret/cover, bytes"),
         "fetch_timeout": Field((int, float), 120.0, seconds, "seconds to fetch the client's image"),
         "result_ttl": Field((int, float), 300.0, seconds, "seconds the result stays offered"),

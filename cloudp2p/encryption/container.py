@@ -110,10 +110,12 @@ def load_carrier(png: bytes) -> ImageCarrier:
     return ImageCarrier(imaging.png_to_array(bytes(png)))
 
 
-def save_carrier(carrier: ImageCarrier, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> bytes:
+def save_carrier(
+    carrier: ImageCarrier, compress_level: int = DEFAULT_COMPRESS_LEVEL, writer: str = "fast"
+) -> bytes:
     from cloudp2p.stego import imaging
 
-    return imaging.save_png(carrier.array, compress_level=compress_level)
+    return imaging.save_png(carrier.array, compress_level=compress_level, writer=writer)
 
 
 # -- results ---------------------------------------------------------------------------------------------
@@ -238,7 +240,12 @@ def seal(
 
 
 def _seal_prepared(
-    compressed: bytes, cover: np.ndarray, image_id: str | None, compress_level: int, cover_description: str
+    compressed: bytes,
+    cover: np.ndarray,
+    image_id: str | None,
+    compress_level: int,
+    cover_description: str,
+    writer: str = "fast",
 ) -> Sealed:
     from cloudp2p.stego import capacity, imaging
 
@@ -247,7 +254,7 @@ def _seal_prepared(
         raise capacity.too_small(need // 8, cover.shape)  # says how large a cover is needed
     carrier = ImageCarrier(cover)
     sealed = seal_carrier(carrier, compressed, image_id=image_id)
-    png = imaging.save_png(carrier.array, compress_level=compress_level)
+    png = imaging.save_png(carrier.array, compress_level=compress_level, writer=writer)
     return attrs.evolve(sealed, png=png, cover=cover_description, psnr=lsb_psnr(cover, carrier.array))
 
 
@@ -277,18 +284,20 @@ def seal_job(
     cover: bytes | None,
     compress_level: int = DEFAULT_COMPRESS_LEVEL,
     covers_dir: str | None = None,
+    writer: str = "fast",
 ) -> Sealed:
     """The whole server-side job, for a worker process: check, pick a cover, hide, encode the PNG.
 
     ``cover`` is the client's cover file or ``None`` for the library (plus
     ``covers_dir``); a cover too small is scaled up (``Sealed.cover`` says so).
-    Raises ``InvalidImage`` and the stego ``CapacityError``.
+    ``writer`` is ``imaging.save_png``'s. Raises ``InvalidImage`` and the stego
+    ``CapacityError``.
     """
     from cloudp2p.stego import covers
 
     compressed = prepare_secret(secret)
     array, description = covers.choose_cover(needed_bits(compressed), cover, covers_dir=covers_dir or None)
-    return _seal_prepared(compressed, array, None, compress_level, description)
+    return _seal_prepared(compressed, array, None, compress_level, description, writer)
 
 
 # -- owner side ------------------------------------------------------------------------------------------

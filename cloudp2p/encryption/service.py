@@ -79,6 +79,7 @@ class EncryptionEngine:
         reactor: Any,
         *,
         png_compress_level: int = container.DEFAULT_COMPRESS_LEVEL,
+        png_writer: str = "fast",
         max_image_size: int = 64 * 1024 * 1024,
         fetch_timeout: float = 120.0,
         result_ttl: float = 300.0,
@@ -89,6 +90,7 @@ class EncryptionEngine:
     ) -> None:
         self.reactor = reactor
         self.png_compress_level = png_compress_level
+        self.png_writer = png_writer
         self.max_image_size = max_image_size
         self.fetch_timeout = fetch_timeout
         self.result_ttl = result_ttl
@@ -110,6 +112,7 @@ class EncryptionEngine:
         return cls(
             reactor,
             png_compress_level=values["png_compress_level"],
+            png_writer=values["png_writer"],
             max_image_size=values["max_image_size"],
             fetch_timeout=values["fetch_timeout"],
             result_ttl=values["result_ttl"],
@@ -120,8 +123,8 @@ class EncryptionEngine:
 
     async def seal(self, secret: bytes, cover: bytes | None) -> container.Sealed:
         """Hide ``secret`` (in ``cover`` or a library cover) in a worker process."""
-        level, covers_dir = self.png_compress_level, self.covers_dir
-        sealed = await self.run_job(container.seal_job, secret, cover, level, covers_dir)
+        level, covers_dir, writer = self.png_compress_level, self.covers_dir, self.png_writer
+        sealed = await self.run_job(container.seal_job, secret, cover, level, covers_dir, writer)
         self.sealed_count += 1
         return sealed
 

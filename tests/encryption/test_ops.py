@@ -93,7 +93,9 @@ class FakeTransfers:
         return o
 
 
-def fake_seal_job(secret: bytes, cover: bytes | None, level: int, covers_dir: str) -> c.Sealed:
+def fake_seal_job(
+    secret: bytes, cover: bytes | None, level: int, covers_dir: str, writer: str = "fast"
+) -> c.Sealed:
     """What a worker returns, without image handling: the container on bytes."""
     if not secret.startswith(b"IMG"):
         from cloudp2p.errors import InvalidImage
@@ -172,7 +174,7 @@ def test_encrypt_happy_path_reply_and_forgetting(setup):
         "host",
     }
     assert server.transfers.fetched == [((CLIENT[0], 41000), image["transfer_id"])]  # from the client's host
-    assert jobs == [(secret, None, 1, "")]
+    assert jobs == [(secret, None, 1, "", "fast")]
     (offer,) = server.transfers.offers
     assert reply["result"] == {
         "port": offer.port,
@@ -298,6 +300,9 @@ def test_engine_from_config_and_stop():
     clock = task.Clock()
     engine = EncryptionEngine.from_config(clock, {"result_ttl": 10.0}, run_job=lambda *a: None)
     assert engine.result_ttl == 10.0 and engine.png_compress_level == 1 and engine.fetch_timeout == 120.0
+    assert engine.png_writer == "fast"
+    pillow = EncryptionEngine.from_config(clock, {"png_writer": "pillow"}, run_job=lambda *a: None)
+    assert pillow.png_writer == "pillow"
     transfers = FakeTransfers()
     offer = engine.offer_result(transfers, b"png")
     engine.stop()
