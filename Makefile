@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed-stamp
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: install plugins test lint cluster demo hosts-demo fuzz clean bench-hosts \
+.PHONY: install plugins test lint cluster demo hosts-demo fuzz clean screenshots bench-hosts \
 	bench-election bench-failover bench-balance bench-directory bench-transfer \
 	bench-stego bench-detect bench-encrypt bench-stress
 
@@ -26,6 +26,10 @@ plugins: $(STAMP)
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest ran no test" >&2; exit 1; fi; exit $$rc
+
+# The web app's screenshots in docs/images/, taken by its browser tests (needs /usr/bin/chromium).
+screenshots: install
+	CLOUDP2P_SCREENSHOTS=$(CURDIR)/docs/images $(PY) -m pytest tests/web -q -k story
 
 lint: install
 	$(VENV)/bin/ruff check cloudp2p tests bench twisted

@@ -186,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("image")
 
     add("status", "who you are, the cloud's coordinator and servers")
+    s = add("web", "print a one-time link to the web app the daemon serves")
+    s.add_argument("--open", action="store_true", help="open the link in the browser")
     add("shutdown", "sign out and stop the daemon")
     return p
 
@@ -363,6 +365,10 @@ def format_result(command: str, r: dict[str, Any]) -> str:
         for s in cloud.get("servers", []):
             lines.append(f"  {s}")
         return "\n".join(lines)
+    if command == "web":
+        lines = [f"Open {r['url']}", f"  (the link works once, within {r['expires_in']:.0f} s)"]
+        lines += [f"warning: {w}" for w in r.get("warnings", [])]
+        return "\n".join(lines)
     if command == "shutdown":
         return "The daemon is stopping."
     return json.dumps(r, indent=2, sort_keys=True)
@@ -440,6 +446,18 @@ def _open_viewer(path: str, stderr: TextIO) -> None:
         stderr.write(f"cloudp2p: could not start {opener}: {e.strerror}; open {path} yourself\n")
 
 
+def _open_browser(url: str, stderr: TextIO) -> None:
+    """Open the link in the user's browser; the link is printed anyway, so never fail here."""
+    import webbrowser
+
+    try:
+        opened = webbrowser.open(url)
+    except webbrowser.Error:
+        opened = False
+    if not opened:
+        stderr.write("cloudp2p: no browser found; open the link yourself\n")
+
+
 def run(argv: list[str], stdout: TextIO, stderr: TextIO, stdin: TextIO) -> int:
     json_out = "--json" in argv
     try:
@@ -464,6 +482,8 @@ def run(argv: list[str], stdout: TextIO, stderr: TextIO, stdin: TextIO) -> int:
                 conn.close()
             if cmd == "view" and args.open:
                 _open_viewer(result["path"], stderr)
+            if cmd == "web" and args.open:
+                _open_browser(result["url"], stderr)
             text = format_result(cmd, result)
     except CloudP2PError as e:
         code = e.exit_code if isinstance(e, RemoteError) else exit_code_for(e)

@@ -81,6 +81,13 @@ def arg_wait(args: dict[str, Any]) -> float:
     return float(value)
 
 
+def arg_flag(args: dict[str, Any], name: str) -> bool:
+    value = args.get(name, False)
+    if not isinstance(value, bool):
+        raise cerr.InvalidArgument(f"({name} must be true or false, got {value!r})")
+    return value
+
+
 def arg_user(args: dict[str, Any], name: str = "user") -> str:
     value = arg_str(args, name, limit=64)
     assert value is not None
@@ -142,6 +149,22 @@ def _describe_servers(st: dict[str, Any], configured: Any) -> list[str]:
     return lines or [f"{h}:{p}" for h, p in configured]
 
 
+_MIME = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "gif": "image/gif",
+    "bmp": "image/bmp",
+    "webp": "image/webp",
+}
+
+
+def _view_output(path: Any, data: bytes, ext: str, memory: bool) -> dict[str, Any]:
+    """Where a view went: the file written, or (``memory``) the bytes themselves, base64."""
+    if not memory:
+        return {"path": str(path)}
+    return {"path": None, "data": b64(data), "mime": _MIME.get(ext, "application/octet-stream")}
+
+
 ENCRYPT_ATTEMPTS = 3  # encrypt requests per `encrypt` command when results cannot be fetched
 
 
@@ -189,6 +212,7 @@ class Stories:
             "revoke": self.cmd_revoke,
             "status": self.cmd_status,
             "counters": self.cmd_counters,
+            "web": self.cmd_web,
             "shutdown": self.cmd_shutdown,
         }
 
@@ -1128,6 +1152,9 @@ class Stories:
         from cloudp2p.encryption import container
 
         ref = arg_str(args, "image") or ""
+        # memory: the decoded image (or the cover) comes back in the result, base64, and no file
+        # is written; the web app shows it from memory and forgets it after the countdown.
+        memory = arg_flag(args, "memory")
         assert self.d.identity is not None
         if os.path.isabs(ref) and os.path.isfile(ref):
             data = await self.d.read_file(ref, self.d.config.max_image_size)
@@ -1138,7 +1165,7 @@ class Stories:
             owned = [(k, r) for k, r in self.state.items("images") if ref in (k, r["name"])]
             received = [k for k, r in self.state.items("received") if ref in (k, r["name"])]
             if len(owned) == 1 and not received:
-                return self._view_own(*owned[0])
+                return await self._view_own(*owned[0], memory=memory)
             image_id, record = self._find("received", ref, "received images")
             path = self.d.home.resolve(record["container"])
             data = await self.d.read_file(path)
@@ -1158,15 +1185,15 @@ class Stories:
             await self.d.write_file(path, result.png)
         stem = _safe_stem(record["name"])
         views_dir = self.d.home.sub("views")
+        shown = "image" if result.image is not None else "cover"
         if result.image is not None:
-            ext = await self.d.run_blocking(_image_format, result.image)
+            data, ext = result.image, await self.d.run_blocking(_image_format, result.image)
             out = views_dir / f"{stem}-{image_id[:8]}-view{result.status.views_used}.{ext}"
-            await self.d.write_file(out, result.image)
-            shown = "image"
         else:
+            data, ext = result.cover_png, "png"
             out = views_dir / f"{stem}-{image_id[:8]}-cover.png"
-            await self.d.write_file(out, result.cover_png)
-            shown = "cover"
+        if not memory:
+            await self.d.write_file(out, data)
         self.state.update(
             "received",
             image_id,
@@ -1178,23 +1205,24 @@ class Stories:
             "image_id": image_id,
             "name": record["name"],
             "owner": record["owner"],
-            "path": str(out),
             "shown": shown,
             "views_left": result.views_left,
             "views_used": result.status.views_used,
+            **_view_output(out, data, ext, memory),
         }
 
-    def _view_own(self, image_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    async def _view_own(self, image_id: str, record: dict[str, Any], *, memory: bool) -> dict[str, Any]:
         """The owner sees their own original: no view is counted."""
         out = self.d.home.resolve(record["original"])
+        data = await self.d.read_file(out) if memory else b""
         return {
             "image_id": image_id,
             "name": record["name"],
             "owner": self.d.username,
-            "path": str(out),
             "shown": "image",
             "views_left": MAX_VIEWS,
             "views_used": 0,
+            **_view_output(out, data, out.suffix.lstrip("."), memory),
         }
 
     # -- status and shutdown -------------------------------------------------------------------------
@@ -1240,6 +1268,12 @@ class Stories:
         if stats is not None:
             out["transfer"] = attrs.asdict(stats)
         return out
+
+    async def cmd_web(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        """A one-time link to the web app (the web app mints it; see cloudp2p/web/security.py)."""
+        if self.d.web_link is None:
+            raise cerr.ClientError("(the web app is off: [web] enabled = false in client.toml)")
+        return self.d.web_link()
 
     async def cmd_shutdown(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
         token = self.d.token

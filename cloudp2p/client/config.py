@@ -14,6 +14,9 @@
 
     [transfer]                     # optional: the transfer layer's own section (cloudp2p/transfer)
     chunk_size = 32768
+
+    [web]                          # optional: the local web app (cloudp2p/web/config.py)
+    port = 0
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import attrs
 
 from cloudp2p.config import Field, Schema, Section, format_hostport, hostport, positive
+from cloudp2p.web.config import WebSettings
 
 
 def _servers(value: list[Any]) -> list[tuple[str, int]]:
@@ -74,8 +78,9 @@ SECTION = Section(
 
 def _schema() -> Schema:
     from cloudp2p.transfer.config import SECTION as TRANSFER
+    from cloudp2p.web.config import SECTION as WEB
 
-    return Schema((SECTION, TRANSFER))
+    return Schema((SECTION, TRANSFER, WEB))
 
 
 SCHEMA = _schema()
@@ -92,6 +97,7 @@ class ClientConfig:
     transfer_timeout: float = 60.0
     max_image_size: int = 20 * 1024 * 1024
     transfer: dict[str, Any] = attrs.field(factory=dict)  # the optional [transfer] table, validated
+    web: WebSettings = attrs.field(factory=WebSettings)  # the optional [web] table
 
     @classmethod
     def from_dict(cls, validated: dict[str, dict[str, Any]]) -> ClientConfig:
@@ -106,12 +112,15 @@ class ClientConfig:
             transfer_timeout=float(c["transfer_timeout"]),
             max_image_size=int(c["max_image_size"]),
             transfer=dict(validated.get("transfer", {})),
+            web=WebSettings.from_section(validated["web"]),
         )
 
 
 def load(path: str) -> ClientConfig:
     """Read and validate a client.toml; raises ``ConfigError`` naming the file and key."""
-    return ClientConfig.from_dict(SCHEMA.load(path))
+    config = ClientConfig.from_dict(SCHEMA.load(path))
+    config.web.check(path)
+    return config
 
 
 def _toml_value(value: Any) -> str:
@@ -122,12 +131,19 @@ def _toml_value(value: Any) -> str:
     return repr(value)
 
 
-def render(servers: list[tuple[str, int]], transfer: dict[str, Any] | None = None, **options: Any) -> str:
+def render(
+    servers: list[tuple[str, int]],
+    transfer: dict[str, Any] | None = None,
+    web: dict[str, Any] | None = None,
+    **options: Any,
+) -> str:
     """A client.toml for ``servers`` (validated before it is returned)."""
     lines = ["[client]", "servers = [" + ", ".join(f'"{format_hostport(s)}"' for s in servers) + "]"]
     lines += [f"{key} = {_toml_value(value)}" for key, value in options.items()]
     if transfer:
         lines += ["", "[transfer]"] + [f"{key} = {_toml_value(value)}" for key, value in transfer.items()]
+    if web:
+        lines += ["", "[web]"] + [f"{key} = {_toml_value(value)}" for key, value in web.items()]
     text = "\n".join(lines) + "\n"
     import tomllib
 

@@ -100,6 +100,8 @@ class ClientDaemon:
         self._beats = 0
         self._catch_up = True  # fetch queued messages after the first heartbeat that gets through
         self.online_hooks: list[Callable[[], None]] = []  # run when the daemon is back in touch
+        self.state_listeners: list[Callable[[str], None]] = []  # told each changed state section
+        self.web_link: Callable[[], dict[str, Any]] | None = None  # set by the web app, if it runs
         self.stop_requested: Callable[[], None] = lambda: None
         # hooks for the stories (commands.py) to react to messages
         self.handlers: dict[str, Callable[[PeerMessage, tuple[str, int] | None], Any]] = {}
@@ -109,7 +111,7 @@ class ClientDaemon:
     async def start(self) -> None:
         self.home.create()
         self.identity = Identity.load_or_create(self.home)
-        self.state = State(self.home)
+        self.state = State(self.home, self.state_listeners)
         self.session = self.home.read_json(self.home.session_file, {}) or {}
         if self.cloud is None:
             from cloudp2p.routing.client import ClientRouter

@@ -26,7 +26,7 @@ The share request lifecycle (docs/client.md draws it)::
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from cloudp2p.client.errors import HomeError
@@ -64,9 +64,11 @@ class StateError(HomeError):
 class State:
     """Load, query and change the state; every change is saved before the method returns."""
 
-    def __init__(self, home: Home) -> None:
+    def __init__(self, home: Home, listeners: list[Callable[[str], None]] | None = None) -> None:
         self.home = home
         self._data: dict[str, Any] = self._load()
+        # told the section's name after each saved change (the web app's live updates)
+        self.listeners = listeners if listeners is not None else []
 
     def _load(self) -> dict[str, Any]:
         data = self.home.read_json(self.home.state_file)
@@ -93,6 +95,7 @@ class State:
     def put(self, section: str, key: str, record: dict[str, Any]) -> None:
         self._data[section][key] = copy.deepcopy(record)
         self.save()
+        self._changed(section)
 
     def update(self, section: str, key: str, **changes: Any) -> dict[str, Any]:
         record = self._data[section].get(key)
@@ -100,11 +103,17 @@ class State:
             raise StateError(f"no {section} entry {key!r}")
         record.update(copy.deepcopy(changes))
         self.save()
+        self._changed(section)
         return copy.deepcopy(record)
 
     def delete(self, section: str, key: str) -> None:
         if self._data[section].pop(key, None) is not None:
             self.save()
+            self._changed(section)
+
+    def _changed(self, section: str) -> None:
+        for listener in self.listeners:
+            listener(section)
 
     def items(self, section: str) -> Iterator[tuple[str, dict[str, Any]]]:
         for key, value in sorted(self._data[section].items()):

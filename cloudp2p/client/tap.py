@@ -25,6 +25,7 @@ from cloudp2p.client.home import Home, default_home
 from cloudp2p.client.identity import Identity
 from cloudp2p.client.state import State
 from cloudp2p.errors import CloudP2PError
+from cloudp2p.web.service import web_service
 
 
 class Options(usage.Options):
@@ -128,5 +129,8 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     control = StreamServerEndpointService(endpoint, factory)
     control._raiseSynchronously = True
     control.setServiceParent(top)
+    web = web_service(daemon, stories.commands(), options["client_config"].web, reactor)
+    if web is not None:
+        web.setServiceParent(top)
     ReadyService(daemon, path).setServiceParent(top)
     return top

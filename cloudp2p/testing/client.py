@@ -74,7 +74,7 @@ class ClientProcess(DaemonProcess):
 
     # -- set-up ----------------------------------------------------------------------------------
 
-    def init(self, transfer: dict[str, Any] | None = None) -> None:
+    def init(self, transfer: dict[str, Any] | None = None, web: dict[str, Any] | None = None) -> None:
         """Create the home and write its client.toml (fast timeouts suit a local cloud)."""
         home = Home(self.home)
         home.create()
@@ -85,7 +85,7 @@ class ClientProcess(DaemonProcess):
             "peer_timeout": 1.5,
         }
         options.update(self.client_options)
-        text = cconfig.render(self.servers, transfer or {"chunk_size": 32768}, **options)
+        text = cconfig.render(self.servers, transfer or {"chunk_size": 32768}, web, **options)
         home.write_bytes(home.config_file, text.encode())
 
     def start(self) -> None:
