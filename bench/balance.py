@@ -63,7 +63,7 @@ async def load(reactor: Any, cloud: LocalCluster, requests: int, clients: int, u
 
 async def run(reactor: Any, ns: argparse.Namespace) -> None:
     directory = tempfile.mkdtemp(prefix="cloudp2p-bench-balance-")
-    overrides = {"server": {"work_threads": ns.work_threads}}
+    overrides = {"server": {"work_threads": ns.work_threads, "test_ops": True}}  # the work op
     figures: dict[int, dict[str, Any]] = {}
     try:
         for n in (1, 3):

@@ -34,6 +34,7 @@ from typing import Any
 
 from twisted.internet import defer, task
 
+from cloudp2p.directory.token_seal import sign_in
 from cloudp2p.encryption import keywrap
 
 LOCAL = "127.0.0.1"
@@ -210,7 +211,7 @@ async def start_cluster(reactor: Any, args: argparse.Namespace, cleanup: list[An
         keys = UserKeys.generate().public.to_json()
         name = f"bench{run}{i}"
         await router.submit("register", {"username": name, "password": "benchmark password", "keys": keys})
-        session = await router.submit("sign_in", {"username": name, "password": "benchmark password"})
+        session = await sign_in(router, {"username": name, "password": "benchmark password"})
         tokens.append(session["token"])
     return router.submit, tokens
 

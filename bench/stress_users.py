@@ -20,6 +20,7 @@ from typing import Any
 from twisted.internet import defer
 
 from cloudp2p.client.commands import ENCRYPT_ATTEMPTS
+from cloudp2p.directory.token_seal import ReplyKey
 from cloudp2p.encryption import keywrap
 from cloudp2p.errors import CloudUnreachable, RequestFailed
 from cloudp2p.routing import client_wire as wire
@@ -220,11 +221,13 @@ class User:
             await getattr(self, "do_" + action)()
 
     async def sign_in(self) -> None:
+        key = ReplyKey()  # the token comes sealed for it
         result = await self.request(
-            "sign_in", {"username": self.username, "password": PASSWORD, "port": self.port, "host": LOCAL}
+            "sign_in",
+            {"username": self.username, "password": PASSWORD, "port": self.port, "host": LOCAL, **key.args()},
         )
         if result is not None:
-            self.token = result["token"]
+            self.token = key.open(result)
 
     async def do_heartbeat(self) -> None:
         await self.request("heartbeat", {"token": self.token, "port": self.port, "host": LOCAL})

@@ -45,6 +45,15 @@ class RequestFailed(CloudP2PError):
         self.message = message
 
 
+class RateLimited(RequestFailed):
+    """The cloud is limiting your requests for now; wait a little and try again."""
+
+
+def request_failed(code: str, message: str) -> RequestFailed:
+    """The error for a refusal by the cloud: ``RateLimited`` for ``rate_limited``, else ``RequestFailed``."""
+    return RateLimited(code, message) if code == "rate_limited" else RequestFailed(code, message)
+
+
 class DaemonNotRunning(CloudP2PError):
     """The cloudp2p client daemon is not running; start it with `twistd cloudp2p-client`."""
 
@@ -81,6 +90,7 @@ EXIT_CODES: dict[type[CloudP2PError], int] = {
     RequestFailed: 5,
     DaemonNotRunning: 6,
     InvalidImage: 7,
+    RateLimited: 8,
     ServerIdentityError: 23,
     ServerUntrusted: 24,
     ServerCertificateExpired: 25,

@@ -16,6 +16,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from cloudp2p.directory.token_seal import ReplyKey
+from cloudp2p.encryption.errors import EncryptionError
 from cloudp2p.errors import RequestFailed
 
 
@@ -50,16 +52,26 @@ class Cloud:
         return await self._call("register", args, self.slow_timeout)
 
     async def sign_in(self, username: str, password: str, host: str, port: int) -> dict[str, Any]:
-        """-> {user_id, username, token, expires, queued}; presence starts at host:port."""
-        args = {"username": username, "password": password, "host": host, "port": port}
-        return await self._call("sign_in", args, self.slow_timeout)
+        """-> {user_id, username, token, expires, queued}; presence starts at our address, ``port``.
+
+        The cloud records the address our requests come from, not ``host`` (the peer listener
+        must be on this machine); the token comes sealed for a key made for this request.
+        """
+        key = ReplyKey()
+        args = {"username": username, "password": password, "port": port, **key.args()}
+        reply = await self._call("sign_in", args, self.slow_timeout)
+        try:
+            token = key.open(reply)
+        except EncryptionError as e:
+            raise RequestFailed("bad_reply", f"the cloud's sign_in reply is unusable: {e}") from None
+        return {**reply, "token": token}
 
     async def sign_out(self, token: str) -> None:
         await self._call("sign_out", {"token": token})
 
     async def heartbeat(self, token: str, host: str, port: int) -> dict[str, Any]:
-        """-> {online_until, expires}."""
-        return await self._call("heartbeat", {"token": token, "host": host, "port": port})
+        """-> {online_until, expires}; presence at our source address, ``port`` (see ``sign_in``)."""
+        return await self._call("heartbeat", {"token": token, "port": port})
 
     # -- discovery ---------------------------------------------------------------------------------
 

@@ -124,7 +124,9 @@ SECTION = Section(
         "journal_ttl": Field((int, float), 3600.0, positive, "seconds a request's recorded reply is kept"),
         "cleanup_interval": Field((int, float), 60.0, positive, "seconds between purges of expired rows"),
         "busy_timeout": Field((int, float), 10.0, positive, "seconds to wait for a database lock"),
-        "scrypt_n": Field(int, 16384, _power_of_two, "scrypt cost for new password hashes"),
+        "scrypt_n": Field(
+            int, 2**17, _power_of_two, "scrypt cost of password hashes (cheaper ones are upgraded at sign-in)"
+        ),
         "max_queue": Field(int, 1000, in_range(1, 1_000_000), "queued messages kept per user"),
         "max_body": Field(int, 16384, in_range(256, 40_000), "bytes of JSON in one queued message"),
         "max_images": Field(int, 256, in_range(1, 100_000), "images one user may publish"),

@@ -5,7 +5,8 @@ handler reads ``ctx.server.directory`` (the ``Store``) when it runs. Arguments
 come from the network and are checked here (``validate``); every failure is an
 ``OpError`` with a stable code:
 
-- ``bad_request``: an argument is missing or malformed (the message names it);
+- ``bad_request``: an argument is missing or malformed (the message names it), or ``host``
+  is not the address the request came from;
 - ``not_signed_in``: no valid session token; ``bad_credentials``;
 - ``username_taken``, ``user_not_found``, ``image_id_taken``, ``image_not_found``,
   ``not_owner``, ``too_many_images``, ``bad_thumbnail``, ``queue_full``,
@@ -19,6 +20,7 @@ import uuid
 from typing import Any
 
 from cloudp2p.directory import validate as v
+from cloudp2p.directory.token_seal import seal_token
 from cloudp2p.ops import Handler, JSONDict, OpError, RequestContext
 
 LIST_LIMIT_MAX = 200
@@ -52,20 +54,37 @@ async def register(ctx: RequestContext, args: JSONDict) -> JSONDict:
 
 
 def _optional_address(ctx: RequestContext, args: Any) -> tuple[str | None, int | None]:
+    """The presence address: the host the request came from (proven by its cookie) and ``port``.
+
+    ``host`` may be given only to say the same thing: presence never points at another machine.
+    """
     port = v.optional(args, "port")
     if port is None:
         return None, None
     port = v.integer(port, "port", low=1, high=65535)
+    source = v.host(ctx.client[0])
     host = v.optional(args, "host")
-    return (v.host(host) if host is not None else v.host(ctx.client[0])), port
+    if host is not None and v.host(host) != source:
+        raise v.bad(
+            f"host must be the address your requests come from ({source}); leave it out to use that one"
+        )
+    return source, port
 
 
 async def sign_in(ctx: RequestContext, args: JSONDict) -> JSONDict:
-    """args: username, password [, port [, host]] -> user_id, username, token, expires, queued."""
+    """args: username, password, reply_key [, port [, host]] -> user_id, username, token_sealed, expires,
+    queued.
+
+    The token is sealed for ``reply_key`` (cloudp2p/directory/token_seal.py): servers keep and
+    share the reply, never the token in clear.
+    """
     username = v.username(v.require(args, "username"))
     password = v.password(v.require(args, "password"))
+    reply_key = v.x25519_key(v.require(args, "reply_key"), "reply_key")
     host, port = _optional_address(ctx, args)
-    return await _store(ctx).sign_in(username, password, host=host, port=port)
+    reply = await _store(ctx).sign_in(username, password, host=host, port=port)
+    token = reply.pop("token")
+    return {**reply, "token_sealed": seal_token(token, reply_key)}
 
 
 async def sign_out(ctx: RequestContext, args: JSONDict) -> JSONDict:

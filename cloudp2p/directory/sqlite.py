@@ -6,6 +6,10 @@ transaction that upgrades from read to write can fail with "database is locked"
 no matter how long it waits); ``busy_timeout`` makes a writer wait for the lock
 instead of failing at once. ``synchronous=FULL``: a committed transaction
 survives a power cut, not only a killed process.
+
+The file holds password and token hashes, thumbnails and queued messages: it
+is created 0600 (SQLite gives its -wal and -shm files the same mode) in a
+folder created 0700; an existing file that others can read is tightened.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ class SQLiteDialect:
 
     def connect(self) -> sqlite3.Connection:
         directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
+        if not os.path.isdir(directory):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        _private_file(self.path)
         # isolation_level=None: the module issues no BEGIN of its own; begin() does.
         conn = sqlite3.connect(
             self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
@@ -74,3 +80,17 @@ class SQLiteDialect:
 
     def schema_unlock(self, tx: Any) -> None:
         pass
+
+
+def _private_file(path: str) -> None:
+    """Create ``path`` 0600 if it is missing; take group and other access away if it has any."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        try:
+            st = os.stat(name)
+        except FileNotFoundError:
+            continue
+        if st.st_mode & 0o077 and st.st_uid == os.getuid():
+            os.chmod(name, st.st_mode & 0o700)

@@ -130,6 +130,14 @@ def public_keys(value: Any) -> dict[str, str]:
     return out
 
 
+def x25519_key(value: Any, name: str) -> bytes:
+    """The raw 32 bytes of a base64 X25519 public key."""
+    raw = b64decode(value, name, max_chars=64)
+    if len(raw) != 32:
+        raise bad(f"{name} must be the base64 of a 32-byte X25519 public key, got {len(raw)} bytes")
+    return raw
+
+
 def token(value: Any) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= TOKEN_MAX or not value.isascii():
         raise OpError("not_signed_in", "this request needs a valid session token; sign in first")

@@ -1,7 +1,13 @@
-"""The cluster's own operations: ``ping``, ``work`` (CPU-bound, for load tests), ``status``, ``recent_runs``.
+"""The cluster's own operations: ``ping``, ``status``, and for tests ``work`` and ``recent_runs``.
 
 ``status`` and ``recent_runs`` describe the server that answers; send them as
 queries to one server (``ClientRouter.query``).
+
+``work`` (CPU-bound hashing, for load tests and benchmarks) and ``recent_runs``
+(the last request ids run here: whoever reads them could replay them) exist
+only on a server started with ``[server] test_ops = true``; a production cloud
+does not know them (``unknown_op``). Even then ``work`` is bounded by
+``MAX_WORK_UNITS`` MiB per request and ``work_queue`` waiting requests.
 
 They need from the server object: ``id``, ``reactor``, ``node`` (the
 ``ClusterNode``), ``router`` (the ``Router``) and ``cpu_pool`` (a started
@@ -19,7 +25,7 @@ from twisted.internet import threads
 from cloudp2p.ops import Handler, OpError, RequestContext
 
 WORK_UNIT_BYTES = 1 << 20  # one unit of work hashes one MiB (a few milliseconds of CPU)
-MAX_WORK_UNITS = 5_000
+MAX_WORK_UNITS = 256
 _BLOCK = bytes(range(256)) * (WORK_UNIT_BYTES // 256)
 
 
@@ -81,4 +87,6 @@ def ops(server: Any) -> dict[str, Handler]:
         runs = [[rid, op, round(started, 6)] for rid, op, started in server.router.journal]
         return {"server": server.id, "runs": runs}
 
+    if not getattr(server, "test_ops", False):
+        return {"ping": ping, "status": status}
     return {"ping": ping, "work": work, "status": status, "recent_runs": recent_runs}

@@ -21,6 +21,13 @@ deadline; so a client that reaches both sides of a partition gets the majority's
 and a client that reaches only the minority gets a clear error. Cancelling the Deferred forgets
 the request. Replies from unknown addresses, late duplicates and malformed
 datagrams are counted and dropped.
+
+Return-routability cookies (cloudp2p/routing/cookies.py) are handled here, out
+of sight of the caller: a server that does not know this socket's address yet
+answers with a cookie challenge; the router keeps the cookie per server, sends
+every outstanding request to that server again at once with it, and puts it in
+every later request. Servers hand out a fresh cookie with each reply, so a
+busy client pays the extra round trip once, at its first request.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from cloudp2p.errors import CloudUnreachable, RequestFailed
+from cloudp2p.errors import CloudUnreachable, RequestFailed, request_failed
 from cloudp2p.routing import client_wire as wire
 
 Address = tuple[str, int]
@@ -47,7 +54,7 @@ SOFT_ERRORS = frozenset({"directory_unavailable"})
 @attrs.define
 class _Outstanding:
     request: wire.Request
-    datagram: bytes
+    datagram: bytes  # without a cookie
     targets: tuple[Address, ...]
     deferred: defer.Deferred[dict[str, Any]]
     deadline: float
@@ -56,6 +63,16 @@ class _Outstanding:
     sends: int = 0
     soft_error: RequestFailed | None = None  # kept until another server answers or time runs out
     soft_from: set[Address] = attrs.field(factory=set)
+    with_cookie: dict[str, bytes] = attrs.field(factory=dict)  # cookie -> the datagram carrying it
+
+    def datagram_for(self, cookie: str | None) -> bytes:
+        if cookie is None:
+            return self.datagram
+        data = self.with_cookie.get(cookie)
+        if data is None:
+            self.with_cookie.clear()  # only the current cookie is worth keeping
+            data = self.with_cookie[cookie] = self.request.with_cookie(cookie).encode()
+        return data
 
 
 class _ClientProtocol(DatagramProtocol):
@@ -70,12 +87,16 @@ class _ClientProtocol(DatagramProtocol):
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         try:
             try:
-                reply = wire.decode_reply(data)
+                answer = wire.decode_answer(data)
             except wire.WireError as e:
                 self.router.counters["bad_replies"] += 1
                 self.router.log.debug("bad reply from {addr}: {error}", addr=addr, error=e)
                 return
-            self.router.reply_received(reply, (addr[0], int(addr[1])))
+            source = (addr[0], int(addr[1]))
+            if isinstance(answer, wire.CookieChallenge):
+                self.router.cookie_received(answer.cookie, source)
+            else:
+                self.router.reply_received(answer, source)
         except Exception:
             self.router.log.failure("unexpected error handling a reply from {addr}", addr=addr)
 
@@ -109,6 +130,7 @@ class ClientRouter:
         self.receive_buffer = receive_buffer
         self.counters: Counter[str] = Counter()
         self._outstanding: dict[str, _Outstanding] = {}
+        self._cookies: dict[Address, str] = {}  # server -> the cookie it gave this socket
         self._port: Any = None
         self._protocol = _ClientProtocol(self)
 
@@ -196,12 +218,7 @@ class ClientRouter:
             )
             return
         for target in entry.targets:
-            try:
-                self._port.write(entry.datagram, target)
-                self.counters["datagrams_sent"] += 1
-            except Exception as e:  # e.g. no route: the other servers may still answer
-                self.counters["send_errors"] += 1
-                self.log.debug("cannot send to {target}: {error}", target=target, error=e)
+            self._write(entry, target)
         entry.sends += 1
         if entry.sends > 1:
             self.counters["retries"] += 1
@@ -209,7 +226,34 @@ class ClientRouter:
         entry.delay = min(entry.delay * 2, self.retry_max)
         entry.timer = self.reactor.callLater(wait, self._transmit, rid)
 
+    def _write(self, entry: _Outstanding, target: Address) -> None:
+        try:
+            self._port.write(entry.datagram_for(self._cookies.get(target)), target)
+            self.counters["datagrams_sent"] += 1
+        except Exception as e:  # e.g. no route: the other servers may still answer
+            self.counters["send_errors"] += 1
+            self.log.debug("cannot send to {target}: {error}", target=target, error=e)
+
+    def _known(self, source: Address) -> bool:
+        return source in self.servers or any(source in e.targets for e in self._outstanding.values())
+
+    def cookie_received(self, cookie: str, source: Address) -> None:
+        """A server wants proof of our address: keep its cookie, send what it did not take again."""
+        if not self._known(source):
+            self.counters["foreign_replies"] += 1
+            return
+        self.counters["cookie_challenges"] += 1
+        if self._cookies.get(source) == cookie:
+            return  # already sent again with this one
+        self._cookies[source] = cookie
+        for entry in list(self._outstanding.values()):
+            if source in entry.targets:
+                self.counters["sent_with_new_cookie"] += 1
+                self._write(entry, source)
+
     def reply_received(self, reply: wire.Reply, source: Address) -> None:
+        if reply.cookie is not None and source in self.servers:
+            self._cookies[source] = reply.cookie
         entry = self._outstanding.get(reply.request_id) if reply.request_id else None
         if entry is None:
             self.counters["unmatched_replies"] += 1
@@ -217,12 +261,14 @@ class ClientRouter:
         if source not in entry.targets:
             self.counters["foreign_replies"] += 1
             return
+        if reply.cookie is not None:
+            self._cookies[source] = reply.cookie
         self.counters["replies"] += 1
         if reply.ok:
             self._finish(reply.request_id, reply.body["result"])
         else:
             error = reply.body["error"]
-            failure = RequestFailed(error["code"], error["message"])
+            failure = request_failed(error["code"], error["message"])
             if error["code"] in SOFT_ERRORS:
                 self.counters["soft_errors"] += 1
                 entry.soft_error = failure

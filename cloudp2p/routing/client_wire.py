@@ -4,17 +4,27 @@ One JSON object per UDP datagram, no cluster secret (clients never hold it):
 
 request (client -> every server)::
 
-    {"v": 1, "t": "req", "id": "<32 lowercase hex>", "op": "ping", "args": {...}}
+    {"v": 1, "t": "req", "id": "<32 lowercase hex>", "op": "ping", "args": {...}, "cookie": "..."}
 
 query (client -> one server; answered by that server itself, no routing; only
 read-only operations such as ``status`` are allowed)::
 
     {"v": 1, "t": "query", "id": ..., "op": "status", "args": {}}
 
-reply (server -> client)::
+reply (server -> client; ``cookie``, a fresh one, is optional)::
 
     {"v": 1, "t": "rep", "id": "<request id or null>", "server": 2,
-     "body": {"ok": true, "result": {...}} | {"ok": false, "error": {"code": ..., "message": ...}}}
+     "body": {"ok": true, "result": {...}} | {"ok": false, "error": {"code": ..., "message": ...}},
+     "cookie": "..."}
+
+cookie challenge (server -> client, at most as large as the request it answers)::
+
+    {"v": 1, "t": "cookie", "cookie": "<issue time, hex>.<MAC, base64url>"}
+
+``cookie`` is the return-routability cookie (cloudp2p/routing/cookies.py): a
+server answers a source that sends no valid cookie with a challenge only, and
+the client sends its requests again with the cookie, which proves that it
+receives at its address (docs/cluster-router.md, "The open boundary").
 
 ``decode_request`` and ``decode_reply`` validate every field and raise
 ``WireError`` for anything else (never another exception), so a listener can
@@ -35,10 +45,13 @@ VERSION = 1
 MAX_DATAGRAM = 65_000  # bytes a client socket accepts (maxPacketSize); the JSON limit below plus envelope
 MAX_PAYLOAD = 60_000  # bytes of JSON per request or reply (docs/INTERFACES.md)
 MAX_OP_LENGTH = 64
+MAX_COOKIE = 64
 
 _ID_RE = re.compile(r"[0-9a-f]{32}")
 _OP_RE = re.compile(r"[a-z][a-z0-9_]*")
 _REQUEST_TYPES = {"req": False, "query": True}
+REQUEST_KEYS = frozenset({"v", "t", "id", "op", "args"})
+REPLY_KEYS = frozenset({"v", "t", "id", "server", "body"})
 
 
 class WireError(ValueError):
@@ -90,18 +103,23 @@ class Request:
     op: str = attrs.field(validator=_check_op)
     args: dict[str, Any] = attrs.field(validator=attrs.validators.instance_of(dict))
     direct: bool = False  # a query: answered by the server it is sent to, no routing
+    cookie: str | None = None  # the return-routability cookie the server gave this client
+
+    def with_cookie(self, cookie: str | None) -> Request:
+        return attrs.evolve(self, cookie=cookie)
 
     def encode(self) -> bytes:
         """The datagram; raises ``WireError("too_large")`` past MAX_PAYLOAD, ValueError if not JSON-able."""
-        data = _dumps(
-            {
-                "v": VERSION,
-                "t": "query" if self.direct else "req",
-                "id": self.request_id,
-                "op": self.op,
-                "args": self.args,
-            }
-        )
+        obj: dict[str, Any] = {
+            "v": VERSION,
+            "t": "query" if self.direct else "req",
+            "id": self.request_id,
+            "op": self.op,
+            "args": self.args,
+        }
+        if self.cookie is not None:
+            obj["cookie"] = self.cookie
+        data = _dumps(obj)
         if len(data) > MAX_PAYLOAD:
             raise WireError(
                 "too_large", f"request of {len(data)} bytes exceeds {MAX_PAYLOAD}", self.request_id
@@ -116,20 +134,41 @@ class Reply:
     )
     body: dict[str, Any] = attrs.field(validator=_check_body)
     server_id: int | None = None
+    cookie: str | None = None  # a fresh cookie for the client (it replaces the one it has)
 
     @property
     def ok(self) -> bool:
         return self.body["ok"] is True
 
     def encode(self) -> bytes:
-        data = _dumps(
-            {"v": VERSION, "t": "rep", "id": self.request_id, "server": self.server_id, "body": self.body}
-        )
+        obj: dict[str, Any] = {
+            "v": VERSION, "t": "rep", "id": self.request_id, "server": self.server_id, "body": self.body
+        }
+        if self.cookie is not None:
+            obj["cookie"] = self.cookie
+        data = _dumps(obj)
         if len(data) > MAX_DATAGRAM:
             raise WireError(
                 "too_large", f"reply of {len(data)} bytes exceeds {MAX_DATAGRAM}", self.request_id
             )
         return data
+
+
+@attrs.frozen
+class CookieChallenge:
+    """The only answer to a source without a valid cookie: "send again with this cookie".
+
+    No request id, so that it stays smaller than the smallest request (76 bytes).
+    """
+
+    cookie: str
+
+    def encode(self) -> bytes:
+        return _dumps({"v": VERSION, "t": "cookie", "cookie": self.cookie})
+
+
+def is_cookie(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_COOKIE and value.isascii()
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -180,9 +219,24 @@ def _load_object(data: bytes, what: str) -> dict[str, Any]:
     return obj
 
 
+def load_datagram(data: bytes) -> dict[str, Any]:
+    """The JSON object in a datagram (no other checks); ``WireError`` if it is not one."""
+    return _load_object(data, "datagram")
+
+
+def is_request_type(obj: dict[str, Any]) -> bool:
+    """True if the object says it is a request or a query (anything else is never answered)."""
+    kind = obj.get("t")
+    return isinstance(kind, str) and kind in _REQUEST_TYPES
+
+
 def decode_request(data: bytes) -> Request:
     """Parse and validate a client request datagram; ``WireError`` on anything wrong."""
-    obj = _load_object(data, "request")
+    return request_from(_load_object(data, "request"), len(data))
+
+
+def request_from(obj: dict[str, Any], size: int) -> Request:
+    """Validate a request already parsed from a datagram of ``size`` bytes."""
     request_id = obj.get("id")
     rid = request_id if is_request_id(request_id) else None
     if type(obj.get("v")) is not int or obj["v"] != VERSION:  # true == 1 in Python: not a version
@@ -192,32 +246,51 @@ def decode_request(data: bytes) -> Request:
     kind = obj.get("t")
     if not isinstance(kind, str) or kind not in _REQUEST_TYPES:  # a list or an object is unhashable
         raise WireError("bad_request", f"unknown datagram type {kind!r}", rid)
-    if set(obj) != {"v", "t", "id", "op", "args"}:
-        raise WireError("bad_request", "a request has exactly the keys v, t, id, op, args", rid)
+    if not REQUEST_KEYS <= set(obj) <= REQUEST_KEYS | {"cookie"}:
+        raise WireError("bad_request", "a request has exactly the keys v, t, id, op, args (and cookie)", rid)
+    cookie = obj.get("cookie")
+    if cookie is not None and not is_cookie(cookie):
+        raise WireError("bad_request", f"cookie must be a short ASCII string (at most {MAX_COOKIE})", rid)
     if rid is None:
         raise WireError("bad_request", "id must be 32 lowercase hex digits")
     if not is_op_name(obj["op"]):
         raise WireError("bad_request", "op must be a short lowercase name", rid)
     if not isinstance(obj["args"], dict):
         raise WireError("bad_request", "args must be a JSON object", rid)
-    if len(data) > MAX_PAYLOAD:
-        raise WireError("too_large", f"request of {len(data)} bytes exceeds {MAX_PAYLOAD}", rid)
-    return Request(rid, obj["op"], obj["args"], direct=_REQUEST_TYPES[kind])
+    if size > MAX_PAYLOAD:
+        raise WireError("too_large", f"request of {size} bytes exceeds {MAX_PAYLOAD}", rid)
+    return Request(rid, obj["op"], obj["args"], direct=_REQUEST_TYPES[kind], cookie=cookie)
 
 
 def decode_reply(data: bytes) -> Reply:
     """Parse and validate a reply datagram; ``WireError`` on anything wrong."""
-    obj = _load_object(data, "reply")
-    if type(obj.get("v")) is not int or obj["v"] != VERSION or obj.get("t") != "rep":
+    answer = decode_answer(data)
+    if not isinstance(answer, Reply):
         raise WireError("bad_reply", "not a version-1 reply")
-    if set(obj) != {"v", "t", "id", "server", "body"}:
-        raise WireError("bad_reply", "a reply has exactly the keys v, t, id, server, body")
-    rid, server = obj["id"], obj["server"]
+    return answer
+
+
+def decode_answer(data: bytes) -> Reply | CookieChallenge:
+    """A server's datagram to a client: a reply or a cookie challenge; ``WireError`` otherwise."""
+    obj = _load_object(data, "reply")
+    if type(obj.get("v")) is not int or obj["v"] != VERSION:
+        raise WireError("bad_reply", "not a version-1 reply")
+    if obj.get("t") == "cookie":
+        if set(obj) != {"v", "t", "cookie"} or not is_cookie(obj["cookie"]):
+            raise WireError("bad_reply", "a cookie challenge has exactly the keys v, t, cookie")
+        return CookieChallenge(obj["cookie"])
+    if obj.get("t") != "rep":
+        raise WireError("bad_reply", "not a version-1 reply")
+    if not REPLY_KEYS <= set(obj) <= REPLY_KEYS | {"cookie"}:
+        raise WireError("bad_reply", "a reply has exactly the keys v, t, id, server, body (and cookie)")
+    rid, server, cookie = obj["id"], obj["server"], obj.get("cookie")
     if rid is not None and not is_request_id(rid):
         raise WireError("bad_reply", "reply id must be null or 32 lowercase hex digits")
     if server is not None and (not isinstance(server, int) or isinstance(server, bool)):
         raise WireError("bad_reply", "reply server must be an integer or null")
+    if cookie is not None and not is_cookie(cookie):
+        raise WireError("bad_reply", "reply cookie must be a short ASCII string")
     problem = body_problem(obj["body"])
     if problem:
         raise WireError("bad_reply", problem)
-    return Reply(rid, obj["body"], server)
+    return Reply(rid, obj["body"], server, cookie)

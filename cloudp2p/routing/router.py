@@ -29,12 +29,25 @@ Two guards keep a request from running on two live servers:
   coordinator may have given the work to someone else. A current coordinator
   re-sends the assignment if it still stands.
 
+The open boundary (docs/cluster-router.md): anyone can send to the client
+socket, from any claimed address. So the router
+- never answers what is not a request: replies, cookie challenges, non-JSON,
+  and anything from a server address (two servers must not answer each other);
+- does nothing for a source that has not proven its address with a cookie
+  (``cookies.py``) but send it a challenge no larger than what it sent;
+- keeps each reply for the address that sent the request, and answers a copy
+  of the id from another address with ``request_id_taken``;
+- rate-limits error replies and challenges per source, and ``sign_in`` and
+  ``register`` per source and per user name (``rate_limited``);
+- bounds its tables in entries and in bytes.
+
 ``ClientProtocol`` only frames datagrams; ``Router`` decides.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +60,8 @@ from twisted.python.failure import Failure
 
 from cloudp2p.ops import OpError, OpRegistry, RequestContext
 from cloudp2p.routing import client_wire as wire
+from cloudp2p.routing.cookies import CookieJar
+from cloudp2p.routing.ratelimit import RateLimits
 
 ASSIGN = "rt.assign"
 DONE = "rt.done"
@@ -66,8 +81,22 @@ class RouterSettings:
     stall_threshold: float = 0.5  # reactor gap that counts as a stall (SIGSTOP)
     stall_grace: float = 0.3  # after a stall: no coordinator action, queued assignments dropped
     outstanding_weight: float = 0.25  # load units per assignment still outstanding on a server
-    direct_ops: frozenset[str] = frozenset({"status", "ping", "recent_runs"})
+    direct_ops: frozenset[str] = frozenset({"status", "ping", "recent_runs"})  # if registered
     journal_size: int = 400  # recent handler runs kept for ``recent_runs`` (fits one reply)
+    max_pending_bytes: int = 64 << 20  # request datagrams kept while pending
+    max_done_bytes: int = 64 << 20  # reply bodies kept for retries
+    cookie_ttl: float = 600.0  # seconds a return-routability cookie is good
+    error_burst: int = 20  # error replies to one source at once ...
+    error_interval: float = 0.1  # ... then one per this many seconds
+    challenge_burst: int = 10  # cookie challenges to one source at once ...
+    challenge_interval: float = 0.2  # ... then one per this many seconds
+    challenge_rate: float = 2000.0  # cookie challenges per second to all sources together
+    auth_ops: frozenset[str] = frozenset({"sign_in", "register"})  # each runs scrypt
+    auth_source_burst: int = 10  # auth_ops from one source at once ...
+    auth_source_interval: float = 2.0  # ... then one per this many seconds
+    auth_user_burst: int = 5  # auth_ops naming one user name at once ...
+    auth_user_interval: float = 10.0  # ... then one per this many seconds
+    rate_table_size: int = 4096  # keys per rate-limit table
 
 
 @attrs.define
@@ -82,6 +111,7 @@ class Pending:
     assign_term: int = -1
     attempts: int = 0
     from_client: bool = True  # False while known only from a peer's assignment
+    size: int = 0  # bytes counted against max_pending_bytes
 
 
 @attrs.define
@@ -90,6 +120,8 @@ class Done:
     by: int | None
     at: float
     seen: bool = True  # this server has had the client's request (so a new copy is a retry)
+    client: tuple[str, int] | None = None  # the only address the kept reply goes to
+    size: int = 0  # bytes counted against max_done_bytes
 
 
 class ClientProtocol(DatagramProtocol):
@@ -111,11 +143,10 @@ class ClientProtocol(DatagramProtocol):
         try:
             client = (addr[0], int(addr[1]))
             try:
-                request = wire.decode_request(data)
-            except wire.WireError as e:
-                self.router.bad_request(e, client)
-                return
-            self.router.request_received(request, client)
+                obj = wire.load_datagram(data)
+            except wire.WireError:
+                obj = None
+            self.router.datagram_received(obj, len(data), client)
         except Exception:
             # Never raise out of datagramReceived: a bug here must not close the listener.
             self.router.counters["internal_errors"] += 1
@@ -136,6 +167,7 @@ class Router:
         server: Any = None,
         settings: RouterSettings | None = None,
         wall: Callable[[], float] = time.time,
+        cookie_key: bytes | None = None,
     ) -> None:
         self.node = node
         self.id: int = node.server_id
@@ -151,6 +183,29 @@ class Router:
         self._transport: Any = None
         self._pending: collections.OrderedDict[str, Pending] = collections.OrderedDict()
         self._done: collections.OrderedDict[str, Done] = collections.OrderedDict()
+        self._pending_bytes = 0
+        self._done_bytes = 0
+        settings = self.settings
+        self.cookies = CookieJar(cookie_key, ttl=settings.cookie_ttl, wall=wall)
+        # Sources never answered: this server's sockets and its peers' (set by the server once bound).
+        self.server_addresses: set[tuple[str, int]] = set()
+        now = clock.seconds
+        size = settings.rate_table_size
+        self._error_limits = RateLimits(
+            settings.error_burst, settings.error_interval, clock=now, max_keys=size
+        )
+        self._challenge_limits = RateLimits(
+            settings.challenge_burst, settings.challenge_interval, clock=now, max_keys=size
+        )
+        self._challenge_total = RateLimits(
+            max(1.0, settings.challenge_rate / 10), 1.0 / settings.challenge_rate, clock=now, max_keys=1
+        )
+        self._auth_sources = RateLimits(
+            settings.auth_source_burst, settings.auth_source_interval, clock=now, max_keys=size
+        )
+        self._auth_users = RateLimits(
+            settings.auth_user_burst, settings.auth_user_interval, clock=now, max_keys=size
+        )
         self._running: dict[str, defer.Deferred[Any]] = {}
         self._outstanding: collections.Counter[int] = collections.Counter()
         self.counters: collections.Counter[str] = collections.Counter()
@@ -190,12 +245,64 @@ class Router:
 
     # -- client datagrams -------------------------------------------------------------------------
 
+    def datagram_received(self, obj: dict[str, Any] | None, size: int, client: tuple[str, int]) -> None:
+        """Every datagram of the client socket (``obj``: its JSON object, None if it is not one).
+
+        What is not a request is never answered (a reply, a cookie challenge, non-JSON, anything
+        from a server's own address): two servers must not answer each other for ever. A request
+        without a valid cookie gets a challenge and nothing else.
+        """
+        self.counters["datagrams"] += 1
+        if client in self.server_addresses:
+            self.counters["dropped_from_servers"] += 1
+            return
+        if obj is None:
+            self.counters["dropped_not_json"] += 1
+            return
+        if not wire.is_request_type(obj):
+            self.counters["dropped_not_requests"] += 1
+            return
+        if not self.cookies.valid(obj.get("cookie"), client):
+            self._challenge(client, size)
+            return
+        try:
+            request = wire.request_from(obj, size)
+        except wire.WireError as e:
+            self.bad_request(e, client)
+            return
+        self.request_received(request, client, size)
+
+    def _challenge(self, client: tuple[str, int], size: int) -> None:
+        data = wire.CookieChallenge(self.cookies.issue(client)).encode()
+        if len(data) > size:  # never more bytes than the source sent
+            self.counters["unproven_dropped"] += 1
+            return
+        if not self._challenge_limits.allow(client) or not self._challenge_total.allow(None):
+            self.counters["challenges_limited"] += 1
+            return
+        self.counters["cookie_challenges"] += 1
+        self._write(data, client)
+
     def bad_request(self, error: wire.WireError, client: tuple[str, int]) -> None:
         self.counters["bad_requests"] += 1
         self.log.debug("bad request from {client}: {error}", client=client, error=error.message)
-        self._send_reply(client, error.request_id, wire.error_body(error.code, error.message))
+        self._send_error(client, error.request_id, error.code, error.message)
 
-    def request_received(self, request: wire.Request, client: tuple[str, int]) -> None:
+    def _send_error(self, client: tuple[str, int], rid: str | None, code: str, message: str) -> None:
+        """An error reply that no cache keeps, at most ``error_burst`` at once per source."""
+        if not self._error_limits.allow(client):
+            self.counters["error_replies_limited"] += 1
+            return
+        self._send_reply(client, rid, wire.error_body(code, message))
+
+    def _foreign_copy(self, client: tuple[str, int], rid: str) -> None:
+        self.counters["foreign_copies"] += 1
+        self._send_error(
+            client, rid, "request_id_taken", "another address sent this request id first; use a new id"
+        )
+
+    def request_received(self, request: wire.Request, client: tuple[str, int], size: int = 0) -> None:
+        """A request from a source that proved its address."""
         self.counters["requests_received"] += 1
         rid = request.request_id
         if request.direct:
@@ -203,6 +310,9 @@ class Router:
             return
         done = self._done.get(rid)
         if done is not None:
+            if done.client is not None and done.client != client:
+                self._foreign_copy(client, rid)
+                return
             if not done.seen and done.by != self.id:
                 # The executor's "done" overtook the client's own datagram to this server: the
                 # executor has answered; only a retry (a second copy) deserves our cached reply.
@@ -214,22 +324,23 @@ class Router:
             return
         if self.registry.get(request.op) is None:
             self.counters["unknown_op"] += 1
-            self._send_reply(
-                client, rid, wire.error_body("unknown_op", f"this cloud has no operation {request.op!r}")
-            )
+            self._send_error(client, rid, "unknown_op", f"this cloud has no operation {request.op!r}")
             return
         pending = self._pending.get(rid)
         if pending is not None:  # a retry or a duplicate
+            if pending.client != client:  # the first address wins; a copy cannot redirect the reply
+                self._foreign_copy(client, rid)
+                return
             self.counters["duplicates"] += 1
-            pending.client = client
             pending.from_client = True
             if pending.assigned_to is None and self._acting_coordinator():
                 self._assign(pending)
             return
         now = self.clock.seconds()
-        if len(self._pending) >= self.settings.max_pending:
+        size = max(size, 1)
+        if self._full(size):
             self._expire(now)
-        if len(self._pending) >= self.settings.max_pending:
+        if self._full(size):
             self.counters["overloaded"] += 1
             if self._acting_coordinator():
                 # The coordinator decides: the refusal is recorded and shared like any reply,
@@ -239,20 +350,61 @@ class Router:
                 )
                 self._complete(rid, body, by=None, client=client, op=request.op)
             return
-        pending = Pending(rid, request.op, request.args, client, now)
-        self._pending[rid] = pending
+        limited = self._rate_limited(request, client)  # every server charges: they see the same requests
+        if limited is not None:
+            self.counters["rate_limited"] += 1
+            if self._acting_coordinator():
+                self._complete(rid, limited, by=None, client=client, op=request.op)
+                return
+        pending = Pending(rid, request.op, request.args, client, now, size=size)
+        self._add_pending(pending)
         if self._acting_coordinator():
             self._assign(pending)
+
+    def _full(self, size: int) -> bool:
+        return (
+            len(self._pending) >= self.settings.max_pending
+            or self._pending_bytes + size > self.settings.max_pending_bytes
+        )
+
+    def _rate_limited(self, request: wire.Request, client: tuple[str, int]) -> dict[str, Any] | None:
+        """The ``rate_limited`` reply if this sign_in/register is over a limit, else None."""
+        if request.op not in self.settings.auth_ops:
+            return None
+        if not self._auth_sources.allow(client):
+            wait = math.ceil(self._auth_sources.retry_after(client))
+            return wire.error_body(
+                "rate_limited",
+                f"too many sign-in and register attempts from your address; try again in {wait} s",
+            )
+        name = request.args.get("username")
+        if isinstance(name, str) and len(name) <= 64:
+            key = name.lower()
+            if not self._auth_users.allow(key):
+                wait = math.ceil(self._auth_users.retry_after(key))
+                return wire.error_body(
+                    "rate_limited", f"too many attempts for the user {name!r}; try again in {wait} s"
+                )
+        return None
+
+    def _add_pending(self, pending: Pending) -> None:
+        self._pending[pending.request_id] = pending
+        self._pending_bytes += pending.size
+
+    def _drop_pending(self, rid: str) -> Pending | None:
+        pending = self._pending.pop(rid, None)
+        if pending is not None:
+            self._pending_bytes -= pending.size
+        return pending
 
     def _query(self, request: wire.Request, client: tuple[str, int]) -> None:
         """A read-only op answered by this server itself, without routing."""
         if request.op not in self.settings.direct_ops or self.registry.get(request.op) is None:
-            self._send_reply(
+            self._send_error(
                 client,
                 request.request_id,
-                wire.error_body(
-                    "not_a_query", f"{request.op!r} cannot be sent to a single server; send a request"
-                ),
+                "not_a_query",
+                f"{request.op!r} cannot be sent to a single server; send a request",
             )
             return
         self.counters["queries"] += 1
@@ -413,15 +565,17 @@ class Router:
         done = self._done.get(rid)
         if done is not None:
             if to == self.id:  # our done may have been lost: say it again
-                self._send_reply((host, port), rid, done.body)
-                self._to_peers(None, DONE, {"id": rid, "body": done.body, "by": done.by})
+                self._send_reply(done.client or (host, port), rid, done.body)
+                self._to_peers(None, DONE, self._done_body(rid, done.body, done.by, done.client))
             return
         pending = self._pending.get(rid)
         if pending is None:
-            if len(self._pending) >= self.settings.max_pending:
+            size = len(wire._dumps(args)) + 100
+            if self._full(size):
                 self.counters["overloaded"] += 1
                 return
-            pending = self._pending[rid] = Pending(rid, op, args, (host, port), now, from_client=False)
+            pending = Pending(rid, op, args, (host, port), now, from_client=False, size=size)
+            self._add_pending(pending)
         self._set_assignee(pending, to)
         pending.assigned_at = now
         pending.assign_term = term
@@ -433,7 +587,13 @@ class Router:
 
     def _done_received(self, sender: int, body: dict[str, Any]) -> None:
         rid, reply, by = body.get("id"), body.get("body"), body.get("by")
-        if not wire.is_request_id(rid) or wire.body_problem(reply) or not (by is None or type(by) is int):
+        client = _address(body.get("client"))
+        if (
+            not wire.is_request_id(rid)
+            or wire.body_problem(reply)
+            or not (by is None or type(by) is int)
+            or client is None
+        ):
             self.counters["bad_peer_messages"] += 1
             self.log.warn(  # noqa: G010
                 "malformed completion from server {sender}", sender=sender
@@ -441,10 +601,16 @@ class Router:
             return
         if rid in self._done:
             return
-        pending = self._pending.pop(rid, None)
-        self._remember(rid, reply, by, seen=pending is not None and pending.from_client)
+        pending = self._drop_pending(rid)
+        self._remember(rid, reply, by, client, seen=pending is not None and pending.from_client)
         if pending is not None:
             self._set_assignee(pending, None)
+
+    @staticmethod
+    def _done_body(
+        rid: str, body: dict[str, Any], by: int | None, client: tuple[str, int] | None
+    ) -> dict[str, Any]:
+        return {"id": rid, "body": body, "by": by, "client": list(client) if client else None}
 
     # -- execution --------------------------------------------------------------------------------
 
@@ -505,24 +671,38 @@ class Router:
     def _complete(
         self, rid: str, body: dict[str, Any], *, by: int | None, client: tuple[str, int], op: str
     ) -> None:
-        existing = self._done.get(rid)
-        if existing is not None:
-            body, by = existing.body, existing.by  # the first reply known wins: one reply per id
-        else:
-            self._remember(rid, body, by)
-            self._to_peers(None, DONE, {"id": rid, "body": body, "by": by})
-        pending = self._pending.pop(rid, None)
+        pending = self._drop_pending(rid)
         if pending is not None:
             self._set_assignee(pending, None)
             client = pending.client
+        existing = self._done.get(rid)
+        if existing is not None:
+            body, by = existing.body, existing.by  # the first reply known wins: one reply per id
+            client = existing.client or client
+        else:
+            self._remember(rid, body, by, client)
+            self._to_peers(None, DONE, self._done_body(rid, body, by, client))
         self._send_reply(client, rid, body)
 
-    def _remember(self, rid: str, body: dict[str, Any], by: int | None, *, seen: bool = True) -> None:
-        self._done[rid] = Done(body, by, self.clock.seconds(), seen)
+    def _remember(
+        self,
+        rid: str,
+        body: dict[str, Any],
+        by: int | None,
+        client: tuple[str, int] | None,
+        *,
+        seen: bool = True,
+    ) -> None:
+        size = len(wire._dumps(body)) + 100
+        self._done[rid] = Done(body, by, self.clock.seconds(), seen, client, size)
+        self._done_bytes += size
         if by is not None:
             self.handled_by[by] += 1
-        while len(self._done) > self.settings.max_done:
-            self._done.popitem(last=False)
+        while len(self._done) > self.settings.max_done or (
+            self._done_bytes > self.settings.max_done_bytes and len(self._done) > 1
+        ):
+            _, old = self._done.popitem(last=False)
+            self._done_bytes -= old.size
             self.counters["done_evicted"] += 1
 
     def _expire(self, now: float) -> None:
@@ -531,11 +711,12 @@ class Router:
             if now - done.at < self.settings.done_ttl:
                 break
             del self._done[rid]
+            self._done_bytes -= done.size
         while self._pending:
             rid, pending = next(iter(self._pending.items()))
             if now - pending.first_seen < self.settings.pending_ttl:
                 break
-            del self._pending[rid]
+            self._drop_pending(rid)
             self._set_assignee(pending, None)
             self.counters["pending_expired"] += 1
             running = self._running.get(rid)
@@ -559,16 +740,28 @@ class Router:
             )
 
     def _send_reply(self, client: tuple[str, int], rid: str | None, body: dict[str, Any]) -> None:
-        if self._transport is None:
-            return
+        """A reply to a proven source, with a fresh cookie so that the client never needs a challenge."""
         try:
-            self._transport.write(wire.Reply(rid, body, self.id).encode(), client)
+            data = wire.Reply(rid, body, self.id, cookie=self.cookies.issue(client)).encode()
+        except Exception as e:
+            self.counters["reply_errors"] += 1
+            self.log.warn("cannot encode a reply to {client}: {error}", client=client, error=e)  # noqa: G010
+            return
+        if self._write(data, client):
             self.counters["replies_sent"] += 1
+
+    def _write(self, data: bytes, client: tuple[str, int]) -> bool:
+        if self._transport is None:
+            return False
+        try:
+            self._transport.write(data, client)
+            return True
         except Exception as e:  # an unreachable client must not break the router
             self.counters["reply_errors"] += 1
             self.log.warn(  # noqa: G010
-                "cannot send reply to {client}: {error}", client=client, error=e
+                "cannot send to {client}: {error}", client=client, error=e
             )
+            return False
 
     # -- introspection ----------------------------------------------------------------------------
 
@@ -588,8 +781,29 @@ class Router:
             "handled_total": sum(self.handled_here.values()),
             "handled_by": {str(k): v for k, v in sorted(self.handled_by.items())},
             "pending": len(self._pending),
+            "pending_bytes": self._pending_bytes,
             "running": len(self._running),
             "done_cached": len(self._done),
+            "done_bytes": self._done_bytes,
+            "limits": {
+                "max_pending": self.settings.max_pending,
+                "max_pending_bytes": self.settings.max_pending_bytes,
+                "max_done": self.settings.max_done,
+                "max_done_bytes": self.settings.max_done_bytes,
+            },
             "counters": dict(self.counters),
             "cluster": node.status(),
         }
+
+
+def _address(value: Any) -> tuple[str, int] | None:
+    """``[host, port]`` from a peer message, or None if it is not one."""
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and type(value[1]) is int
+        and 0 <= value[1] <= 65535
+    ):
+        return (value[0], value[1])
+    return None

@@ -13,13 +13,17 @@
 than one key: the server's own id must not be listed as another address among
 the peers, ids and addresses must be unique, the client and cluster sockets
 must differ, ``peers`` must be written out (``[]`` for a one-server cloud), and
-the secret comes from exactly one of ``secret`` and ``secret_file``. Every
+the secret comes from exactly one of ``secret`` and ``secret_file``, a
+``secret_file`` may be read by its owner only, and the public development
+secret of etc/server*.toml runs only where every address is loopback. Every
 error names the file, the section and the key.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import stat
 from typing import Any
 
 import attrs
@@ -80,6 +84,32 @@ SECTION = Section(
         ),
         "work_threads": Field(int, default=2, check=in_range(1, 64), doc="threads for CPU-bound work"),
         "work_queue": Field(int, default=256, check=_count, doc="work requests allowed to wait for a thread"),
+        "test_ops": Field(
+            bool,
+            default=False,
+            doc="tests and benchmarks only: register the load-test op work and the recent_runs query",
+        ),
+        "max_pending_bytes": Field(
+            int, default=64 << 20, check=at_least(65536, "bytes"), doc="bytes of pending requests kept"
+        ),
+        "max_done_bytes": Field(
+            int, default=64 << 20, check=at_least(65536, "bytes"), doc="bytes of replies kept for retries"
+        ),
+        "cookie_ttl": Field(
+            (int, float), default=600.0, check=in_range(10, 86400), doc="seconds an address cookie is good"
+        ),
+        "auth_source_burst": Field(
+            int, default=10, check=in_range(1, 100_000), doc="sign_in/register one source may send at once"
+        ),
+        "auth_source_interval": Field(
+            (int, float), default=2.0, check=in_range(0.0001, 3600), doc="then one per this many seconds"
+        ),
+        "auth_user_burst": Field(
+            int, default=5, check=in_range(1, 100_000), doc="sign_in attempts for one user name at once"
+        ),
+        "auth_user_interval": Field(
+            (int, float), default=10.0, check=in_range(0.0001, 3600), doc="then one per this many seconds"
+        ),
     },
 )
 
@@ -135,6 +165,7 @@ def validate(raw: dict[str, Any], origin: str = "<config>") -> dict[str, dict[st
         raise ConfigError(
             f"{origin}: [server] client_listen: must differ from [cluster] listen ({format_hostport(listen)})"
         )
+    _check_development_secret(config, origin)
     if server["state_dir"] and not os.path.isdir(server["state_dir"]):
         raise ConfigError(f"{origin}: [server] state_dir: {server['state_dir']!r} is not a directory")
     check_directory(config["directory"], origin)
@@ -143,12 +174,61 @@ def validate(raw: dict[str, Any], origin: str = "<config>") -> dict[str, dict[st
     return config
 
 
+# The secret written in etc/server*.toml for `make cluster`: public, so only for a cloud that no
+# other machine can reach.
+DEVELOPMENT_SECRETS = frozenset({"cloudp2p-local-development-secret-change-me"})
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _check_development_secret(config: dict[str, dict[str, Any]], origin: str) -> None:
+    """The development secret refuses to run on any address another machine could reach.
+
+    It authenticates the servers to each other and keys the clients' address cookies: with a
+    public secret, anyone could forge both.
+    """
+    cluster = config["cluster"]
+    if cluster["secret"] not in DEVELOPMENT_SECRETS:
+        return
+    addresses = [
+        ("[server] client_listen", config["server"]["client_listen"][0]),
+        ("[cluster] listen", cluster["listen"][0]),
+        *((f"[cluster] peers ({peer})", address[0]) for peer, address in cluster["peers"].items()),
+    ]
+    for key, host in addresses:
+        if not _is_loopback(host):
+            raise ConfigError(
+                f"{origin}: {key}: {host} is not a loopback address, and [cluster] secret is the "
+                "public development secret of etc/server*.toml; put a long random secret in a file "
+                "only the server can read and set secret_file"
+            )
+
+
+def _check_private(path: str, where: str) -> None:
+    """A secret file must be readable by its owner only (like ssh's private keys)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise ConfigError(f"{where} secret_file: cannot read {path!r}: {e.strerror}") from None
+    if mode & 0o077:
+        raise ConfigError(
+            f"{where} secret_file: {path!r} can be read or changed by other users "
+            f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
+        )
+
+
 def _resolve_secret(cluster: dict[str, Any], origin: str) -> str:
     secret, secret_file = cluster.get("secret", ""), cluster.pop("secret_file", "")
     where = f"{origin}: [cluster]"
     if secret and secret_file:
         raise ConfigError(f"{where} secret_file: give either secret or secret_file, not both")
     if secret_file:
+        _check_private(secret_file, where)
         try:
             with open(secret_file, encoding="utf-8") as f:
                 secret = f.read().strip()

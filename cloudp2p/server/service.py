@@ -37,7 +37,7 @@ from cloudp2p.errors import ConfigError
 from cloudp2p.membership.load import LoadMeter
 from cloudp2p.membership.node import ClusterNode
 from cloudp2p.ops import Handler, OpRegistry
-from cloudp2p.routing import basic_ops
+from cloudp2p.routing import basic_ops, cookies
 from cloudp2p.routing.router import ClientProtocol, Router, RouterSettings
 from cloudp2p.server import config as server_config
 from cloudp2p.transfer import TransferManager
@@ -78,6 +78,7 @@ class Server(service.MultiService):
             minthreads=0, maxthreads=srv["work_threads"], name=f"cloudp2p-work-{self.id}"
         )
         self.work_queue_limit: int = srv["work_queue"]
+        self.test_ops: bool = srv["test_ops"]
         self.router: Router | None = None
         self.load_meter = LoadMeter(inflight=lambda: self.router.inflight() if self.router else 0)
         self.node = ClusterNode(
@@ -100,7 +101,15 @@ class Server(service.MultiService):
                 max_running=srv["max_running"],
                 resend_after=srv["resend_after"],
                 outstanding_weight=srv["outstanding_weight"],
+                max_pending_bytes=srv["max_pending_bytes"],
+                max_done_bytes=srv["max_done_bytes"],
+                cookie_ttl=float(srv["cookie_ttl"]),
+                auth_source_burst=srv["auth_source_burst"],
+                auth_source_interval=float(srv["auth_source_interval"]),
+                auth_user_burst=srv["auth_user_burst"],
+                auth_user_interval=float(srv["auth_user_interval"]),
             ),
+            cookie_key=cookies.derive_key(self.cluster_settings.secret),
         )
         self._ports: list[Any] = []
         self.cluster_address: tuple[str, int] | None = None
@@ -137,6 +146,12 @@ class Server(service.MultiService):
         self.client_address = self._listen(
             srv["client_listen"], ClientProtocol(self.router), "[server] client_listen", srv["receive_buffer"]
         )
+        # Datagrams from these are never answered: two servers must not answer each other.
+        self.router.server_addresses = {
+            self.client_address,
+            self.cluster_address,
+            *self.cluster_settings.peers.values(),
+        }
         super().privilegedStartService()
 
     def _open_areas(self) -> None:

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from cloudp2p.config import format_hostport, hostport
-from cloudp2p.errors import CloudUnreachable, RequestFailed, UsageError, exit_code_for
+from cloudp2p.errors import CloudUnreachable, RequestFailed, UsageError, exit_code_for, request_failed
 from cloudp2p.routing import client_wire as wire
 
 Address = tuple[str, int]
@@ -35,32 +35,40 @@ def query(
     timeout: float = 1.0,
     attempts: int = 3,
 ) -> dict[str, Any]:
-    """Ask one server ``op`` directly (blocking); the result dict, or RequestFailed / CloudUnreachable."""
+    """Ask one server ``op`` directly (blocking); the result dict, or RequestFailed / CloudUnreachable.
+
+    A cookie challenge (the server does not know this socket yet) is answered at once by
+    sending the query again with the cookie; that does not count as an attempt.
+    """
     request = wire.Request(wire.new_request_id(), op, args or {}, direct=True)
-    data = request.encode()
     family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         for _ in range(attempts):
-            sock.sendto(data, address)
+            sock.sendto(request.encode(), address)
             deadline = time.monotonic() + timeout / attempts
             while (left := deadline - time.monotonic()) > 0:
                 sock.settimeout(left)
                 try:
-                    payload, source = sock.recvfrom(wire.MAX_DATAGRAM + 1024)
+                    payload, _ = sock.recvfrom(wire.MAX_DATAGRAM + 1024)
                 except TimeoutError:
                     break
                 except OSError:  # e.g. ICMP port unreachable surfaced as ECONNREFUSED
                     time.sleep(min(left, 0.05))
                     break
                 try:
-                    reply = wire.decode_reply(payload)
+                    reply = wire.decode_answer(payload)
                 except wire.WireError:
+                    continue
+                if isinstance(reply, wire.CookieChallenge):
+                    if request.cookie != reply.cookie:
+                        request = request.with_cookie(reply.cookie)
+                        sock.sendto(request.encode(), address)
                     continue
                 if reply.request_id != request.request_id:
                     continue
                 if reply.ok:
                     return reply.body["result"]
-                raise RequestFailed(reply.body["error"]["code"], reply.body["error"]["message"])
+                raise request_failed(reply.body["error"]["code"], reply.body["error"]["message"])
     raise CloudUnreachable(f"{format_hostport(address)} did not answer {op!r} within {timeout} s")
 
 

@@ -22,6 +22,7 @@ from twisted.internet import defer
 
 from cloudp2p.directory import default_section, open_store
 from cloudp2p.directory.ops import OPS
+from cloudp2p.directory.token_seal import ReplyKey
 from cloudp2p.ops import RequestContext
 
 MYSQL_SERVER = os.environ.get("CLOUDP2P_TEST_MYSQL", "mysql://root@127.0.0.1:3306")
@@ -189,14 +190,25 @@ def png_b64(side: int = 16, **kw: Any) -> str:
 
 
 def call(store: Any, op: str, args: Any, *, request_id: str | None = None, client=("127.0.0.1", 40000)):
-    """Run the op handler as the router would, and return a Deferred with its result."""
+    """Run the op handler as the router would, and return a Deferred with its result.
+
+    A ``sign_in`` without ``reply_key`` gets a one-time key here, and its result the opened
+    ``token`` next to ``token_sealed``, as the client library does.
+    """
+    key = None
+    if op == "sign_in" and isinstance(args, dict) and "reply_key" not in args:
+        key = ReplyKey()
+        args = {**args, **key.args()}
     ctx = RequestContext(
         request_id=request_id or str(uuid.uuid4()),
         op=op,
         client=client,
         server=SimpleNamespace(directory=store),
     )
-    return defer.Deferred.fromCoroutine(OPS[op](ctx, args))
+    d = defer.Deferred.fromCoroutine(OPS[op](ctx, args))
+    if key is not None:
+        d.addCallback(lambda reply: {**reply, "token": key.open(reply)})
+    return d
 
 
 def run(store: Any, op: str, args: Any, **kw: Any) -> Any:

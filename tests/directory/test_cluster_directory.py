@@ -22,6 +22,7 @@ import pytest_twisted
 
 from cloudp2p.directory import default_section, open_store
 from cloudp2p.directory.store import CRASH_ENV
+from cloudp2p.directory.token_seal import sign_in
 from cloudp2p.errors import RequestFailed
 from tests.directory.conftest import BACKENDS
 from tests.integration.conftest import client_router, cluster_factory, integration_dir  # noqa: F401 - fixtures
@@ -65,7 +66,7 @@ async def test_register_survives_kill_9_of_its_server(backend, point, request, t
     assert marker.exists(), "no server reached the crash point"
     dead = [sid for sid, server in cloud.servers.items() if not server.alive]
     assert len(dead) == 1, dead
-    session = await router.submit("sign_in", {"username": name, "password": "password"})
+    session = await sign_in(router, {"username": name, "password": "password"})
     assert session["user_id"] == reply["user_id"]
     # Exactly one user, the one the client was told about.
     from twisted.internet import reactor
@@ -94,7 +95,11 @@ async def test_username_race_through_the_cloud(backend, request, tmp_path):
     else:
         location = {"backend": "mysql", "url": request.getfixturevalue("mysql_url_factory")()}
     cloud = request.getfixturevalue("cluster_factory")(
-        3, overrides={"directory": {**location, "scrypt_n": 1024}}
+        3,
+        overrides={
+            "directory": {**location, "scrypt_n": 1024},
+            "server": {"auth_source_burst": 1000},  # twenty registers from one client, at once
+        },
     )
     router = request.getfixturevalue("client_router")(cloud.client_list, timeout=30.0)
     tries = 4  # clients per name; each submit is its own request, assigned to any server

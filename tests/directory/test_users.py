@@ -123,13 +123,19 @@ async def test_sessions_expire_and_heartbeats_renew_them(make_store, clock):
     assert e.code == "not_signed_in"
 
 
+ALICE = ("192.0.2.7", 40000)
+
+
 @pytest_twisted.ensureDeferred
 async def test_presence_ttl_and_sign_out(make_store, clock):
     store = make_store(clock=clock, presence_ttl=30.0)
     alice = await new_user(store)
     bob = await new_user(store)
-    await call(store, "heartbeat", {"token": alice["token"], "port": 5001, "host": "192.0.2.7"})
+    await call(store, "heartbeat", {"token": alice["token"], "port": 5001, "host": "192.0.2.7"}, client=ALICE)
     await call(store, "heartbeat", {"token": bob["token"], "port": 5002}, client=("127.0.0.9", 1))
+    # Presence is the address requests come from: another host is refused, and changes nothing.
+    e = await _error(call(store, "heartbeat", {"token": bob["token"], "port": 5002, "host": "192.0.2.7"}))
+    assert e.code == "bad_request" and "come from" in e.message
 
     async def online() -> dict:
         page = await call(store, "list_online", {"token": alice["token"]})
@@ -139,7 +145,7 @@ async def test_presence_ttl_and_sign_out(make_store, clock):
     found = await call(store, "lookup_user", {"token": alice["token"], "user_id": bob["user_id"]})
     assert found["online"] and found["port"] == 5002
     clock.advance(20)
-    await call(store, "heartbeat", {"token": alice["token"], "port": 5001, "host": "192.0.2.7"})
+    await call(store, "heartbeat", {"token": alice["token"], "port": 5001}, client=ALICE)
     clock.advance(15)  # bob silent for 35 s > 30 s
     assert await online() == {alice["user_id"]: ("192.0.2.7", 5001)}
     found = await call(store, "lookup_user", {"token": alice["token"], "user_id": bob["user_id"]})

@@ -6,6 +6,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
+from cloudp2p.directory.token_seal import sign_in
 from cloudp2p.encryption import container as c
 from cloudp2p.encryption import keywrap
 from cloudp2p.encryption.keys import UserKeys
@@ -22,7 +23,10 @@ LOCAL = "127.0.0.1"
 
 @pytest.fixture
 def cloud(tmp_path):
-    overrides = {"directory": {"backend": "sqlite", "path": str(tmp_path / "dir.sqlite3"), "scrypt_n": 1024}}
+    overrides = {
+        "directory": {"backend": "sqlite", "path": str(tmp_path / "dir.sqlite3"), "scrypt_n": 1024},
+        "server": {"test_ops": True},  # recent_runs
+    }
     cluster = LocalCluster(str(tmp_path / "cloud"), 3, overrides=overrides)
     try:
         cluster.start(30)
@@ -46,7 +50,7 @@ async def test_encrypt_through_the_cloud(cloud):
         user = await router.submit(
             "register", {"username": "alice", "password": "pw-alice-1", "keys": keys.public.to_json()}
         )
-        token = (await router.submit("sign_in", {"username": "alice", "password": "pw-alice-1"}))["token"]
+        token = (await sign_in(router, {"username": "alice", "password": "pw-alice-1"}))["token"]
         secret = small_photo()
         offer = transfers.offer(secret, timeout=60)
         seen = set()
@@ -87,7 +91,7 @@ async def test_encrypt_survives_a_crash_of_the_server_running_it(cloud):
         await router.submit(
             "register", {"username": "bob", "password": "pw-bob-12", "keys": keys.public.to_json()}
         )
-        token = (await router.submit("sign_in", {"username": "bob", "password": "pw-bob-12"}))["token"]
+        token = (await sign_in(router, {"username": "bob", "password": "pw-bob-12"}))["token"]
         secret = await task.deferLater(reactor, 0, make_photo)  # 1 MB: about a second of work
         offer = transfers.offer(secret, timeout=60)
         pending = router.submit(

@@ -111,8 +111,8 @@ def cluster_factory(request: pytest.FixtureRequest, integration_dir: str) -> Ite
 
 @pytest.fixture
 def cluster3(cluster_factory: ClusterFactory) -> LocalCluster:
-    """Three running servers that agree on a coordinator."""
-    return cluster_factory(3)
+    """Three running servers that agree on a coordinator, with the test ops (work, recent_runs)."""
+    return cluster_factory(3, overrides={"server": {"test_ops": True}})
 
 
 @pytest.fixture
