@@ -5,7 +5,8 @@ failover and election messages on a real network, directory latency on Galera vs
                           [--sizes 3,5,7] [--trials 10] [--samples 200] [--seed 1] [--keep]
 
 ``load``: 3 server hosts (server + Galera node each), 2 client hosts running the recorded
-workload (cloudp2p/testing/workload.py; ``users`` split between them, ``requests`` in all)
+workload (cloudp2p/testing/workload.py; ``users`` split between them, ``requests`` in all,
+each user pausing up to ``pause`` seconds between requests so that the run outlasts the faults)
 while at least 6 faults strike in turn: 2 partitions (a host cut off; the servers' hosts
 split), 2 server kills (kill -9, restart), 2 Galera node kills (kill -9, restart: IST). Then
 the history is checked (cloudp2p/testing/history.py) and the nodes compared.
@@ -29,17 +30,16 @@ import math
 import os
 import random
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
 import time
 from typing import Any
 
+from cloudp2p.directory.token_seal import ReplyKey
 from cloudp2p.membership.messages import ELECTION_TYPES
-from cloudp2p.routing import client_wire as wire
 from cloudp2p.testing import history, workload
-from cloudp2p.testing.hosts import HostsCloud, unavailable_reason
+from cloudp2p.testing.hosts import HostsCloud, submit_blocking, unavailable_reason
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -49,33 +49,6 @@ def percentile(values: list[float], p: float) -> float:
 
 def emit(name: str, value: Any) -> None:
     print(f"{name}: {value}", flush=True)
-
-
-def submit_blocking(servers: list[tuple[str, int]], op: str, args: dict, timeout: float = 10.0) -> dict:
-    """One request to every server, re-sent with the same id every 0.25 s until a reply (blocking)."""
-    request = wire.Request(wire.new_request_id(), op, args)
-    data = request.encode()
-    deadline = time.monotonic() + timeout
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        while time.monotonic() < deadline:
-            for server in servers:
-                sock.sendto(data, server)
-            resend = time.monotonic() + 0.25
-            while (left := min(resend, deadline) - time.monotonic()) > 0:
-                sock.settimeout(left)
-                try:
-                    payload, _ = sock.recvfrom(wire.MAX_DATAGRAM + 1024)
-                except TimeoutError:
-                    break
-                try:
-                    reply = wire.decode_reply(payload)
-                except wire.WireError:
-                    continue
-                if reply.request_id == request.request_id:
-                    if not reply.ok:
-                        raise RuntimeError(f"{op} failed: {reply.body['error']}")
-                    return reply.body["result"]
-    raise TimeoutError(f"no reply to {op} within {timeout} s")
 
 
 # -- load with faults ------------------------------------------------------------------------------
@@ -103,7 +76,7 @@ def strike(cloud: HostsCloud, fault: str, sid: int, rng: random.Random) -> None:
         cloud.restart_server(sid)
 
 
-def part_load(workdir: str, requests: int, users: int, seed: int) -> None:
+def part_load(workdir: str, requests: int, users: int, seed: int, pause: float) -> None:
     rng = random.Random(seed)
     with HostsCloud(os.path.join(workdir, "load"), servers=3, clients=2) as cloud:
         cloud.start()
@@ -114,14 +87,14 @@ def part_load(workdir: str, requests: int, users: int, seed: int) -> None:
             process = workload.spawn(
                 cloud.client_hosts[i].command, cloud.client_list, out, prefix=f"l{i}u",
                 users=users // 2 + (users % 2 if i == 0 else 0), ops=requests // 2, seed=seed + i, timeout=20,
-                max_seconds=1500,
+                max_seconds=1500, pause=pause,
             )  # fmt: skip
             runs.append((process, out))
         faults = list(FAULTS)
         rng.shuffle(faults)
         applied = []
         for fault in faults:
-            time.sleep(rng.uniform(4, 8))
+            time.sleep(rng.uniform(3, 6))
             if all(p.poll() is not None for p, _ in runs):
                 break
             sid = rng.choice(cloud.ids)
@@ -148,6 +121,7 @@ def part_load(workdir: str, requests: int, users: int, seed: int) -> None:
         emit("load_fault_list", ",".join(applied))
         emit("load_seconds", round(elapsed, 1))
         emit("load_requests_per_s", round(report.ops / elapsed, 1))
+        emit("load_username_races_lost", report.ops - report.ok - report.failed - report.unknown)
         for line in report.lines():
             name, value = line.split(": ")
             emit(f"load_{name}" if name not in ("failed", "lost_acknowledged_writes") else name, value)
@@ -205,16 +179,21 @@ def _latencies(servers: list[tuple[str, int]], samples: int, users: int) -> dict
     tokens = []
     for name in names:
         submit_blocking(servers, "register", {"username": name, "password": "latency-pass-1", "keys": keys})
-        tokens.append(
-            submit_blocking(servers, "sign_in", {"username": name, "password": "latency-pass-1"})["token"]
+        key = ReplyKey()
+        reply = submit_blocking(
+            servers, "sign_in", {"username": name, "password": "latency-pass-1", **key.args()}
         )
+        tokens.append(key.open(reply))
     for i, token in enumerate(tokens):
         submit_blocking(servers, "heartbeat", {"token": token, "port": 41000 + i})
     out: dict[str, list[float]] = {"sign_in": [], "heartbeat": [], "list_online": []}
     for i in range(samples):
         token = tokens[i % len(tokens)]
         for op, args in (
-            ("sign_in", {"username": names[i % len(names)], "password": "latency-pass-1"}),
+            (
+                "sign_in",
+                {"username": names[i % len(names)], "password": "latency-pass-1", **ReplyKey().args()},
+            ),
             ("heartbeat", {"token": token, "port": 41000 + i % len(tokens)}),
             ("list_online", {"token": token, "limit": 50}),
         ):
@@ -251,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=1.4,
+        help="load: most seconds a user waits between requests (paces the run)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep configs, logs and histories")
     ns = parser.parse_args(argv)
     reason = unavailable_reason("galera")
@@ -265,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         if "failover" in parts:
             part_failover(workdir, [int(n) for n in ns.sizes.split(",")], ns.trials)
         if "load" in parts:
-            part_load(workdir, ns.requests, ns.users, ns.seed)
+            part_load(workdir, ns.requests, ns.users, ns.seed, ns.pause)
     finally:
         if ns.keep:
             print(f"# kept in {workdir}")

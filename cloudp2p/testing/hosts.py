@@ -26,12 +26,14 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from cloudp2p.config import format_hostport
-from cloudp2p.errors import CloudUnreachable, RequestFailed
+from cloudp2p.errors import CloudUnreachable, RequestFailed, request_failed
+from cloudp2p.routing import client_wire as wire
 from cloudp2p.testing import galera, netns
 from cloudp2p.testing.client import ClientProcess
 from cloudp2p.testing.cluster import ServerFailedError, ServerProcess, dump_toml
@@ -47,6 +49,47 @@ def unavailable_reason(database: str = "galera") -> str | None:
     if reason is None and database in ("galera", "mariadb"):
         reason = galera.can_run()
     return reason
+
+
+def submit_blocking(
+    servers: list[tuple[str, int]], op: str, args: dict[str, Any], timeout: float = 10.0
+) -> dict[str, Any]:
+    """One request to every server, sent again with the same id every 0.25 s until a reply
+    (blocking; run it inside a host with ``HostsCloud.in_host``). Cookie challenges are answered."""
+    request = wire.Request(wire.new_request_id(), op, args)
+    cookies: dict[tuple[str, int], str] = {}
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+
+        def send(server: tuple[str, int]) -> None:
+            cookie = cookies.get(server)
+            sock.sendto((request.with_cookie(cookie) if cookie else request).encode(), server)
+
+        while time.monotonic() < deadline:
+            for server in servers:
+                send(server)
+            resend = time.monotonic() + 0.25
+            while (left := min(resend, deadline) - time.monotonic()) > 0:
+                sock.settimeout(left)
+                try:
+                    payload, source = sock.recvfrom(wire.MAX_DATAGRAM + 1024)
+                except TimeoutError:
+                    break
+                try:
+                    answer = wire.decode_answer(payload)
+                except wire.WireError:
+                    continue
+                source = (source[0], int(source[1]))
+                if isinstance(answer, wire.CookieChallenge):
+                    if source in servers and cookies.get(source) != answer.cookie:
+                        cookies[source] = answer.cookie
+                        send(source)
+                    continue
+                if answer.request_id == request.request_id and source in servers:
+                    if not answer.ok:
+                        raise request_failed(answer.body["error"]["code"], answer.body["error"]["message"])
+                    return answer.body["result"]
+    raise CloudUnreachable(f"no reply to {op!r} within {timeout} s")
 
 
 class HostsCloud:
@@ -129,6 +172,13 @@ class HostsCloud:
                 "id": sid,
                 "client_listen": format_hostport(self.client_address(sid)),
                 "state_dir": state_dir,
+                "test_ops": True,  # recent_runs, for the tests' checks
+                # Dozens of simulated users share two client hosts (one source address each) and
+                # sign in again and again: the per-source and per-user limits are opened wide.
+                "auth_source_burst": 100_000,
+                "auth_source_interval": 0.0001,
+                "auth_user_burst": 100_000,
+                "auth_user_interval": 0.0001,
             },
             "cluster": {
                 "listen": format_hostport(self.cluster_address(sid)),

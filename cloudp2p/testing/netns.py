@@ -69,13 +69,12 @@ def _namespaces() -> list[str]:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Running (a zombie, killed and not yet reaped by its parent, counts as gone)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def kill_namespace(name: str) -> int:

@@ -31,6 +31,7 @@ from typing import Any
 from twisted.internet import defer, task
 
 from cloudp2p.config import hostport
+from cloudp2p.directory.token_seal import ReplyKey
 from cloudp2p.errors import CloudUnreachable, RequestFailed
 
 PASSWORD = "workload-password-1"
@@ -128,9 +129,12 @@ class Workload:
         if self.more():
             await self.request(name, "register", {"username": race, "password": PASSWORD, "keys": _keys()})
         while self.more() and token is None:
-            kind, value = await self.request(name, "sign_in", {"username": name, "password": PASSWORD})
+            key = ReplyKey()  # the token comes back sealed for this request's key
+            kind, value = await self.request(
+                name, "sign_in", {"username": name, "password": PASSWORD, **key.args()}
+            )
             if kind == "ok":
-                token = value["token"]
+                token = key.open(value)
         images: list[str] = []
         while self.more() and token is not None:
             roll = self.rng.random()

@@ -13,12 +13,15 @@ import io
 import json
 import os
 import random
+import subprocess
+import sys
 import time
 
 import numpy as np
 from PIL import Image
 
 from cloudp2p.testing import history, workload
+from cloudp2p.testing.hosts import submit_blocking
 
 PASSWORD = "hosts-password-1"
 
@@ -182,6 +185,37 @@ def test_partition_majority_serves_minority_refuses_heal_catches_up(cloud):
     _wait_synced_everywhere(cloud)
     cloud.wait_converged(20)
     assert history.check(history.load([cut]), history.read_state(lambda q: cloud.sql(q, sid=minority))).valid
+
+
+def test_requests_through_a_lossy_slow_relay_still_succeed(cloud):
+    """The userspace relay (there is no netem here) delays and drops datagrams both ways."""
+    relay_host = cloud.net.hosts.get("relay") or cloud.net.add_host("relay")
+    fronts = [(relay_host.ip, 7200 + i) for i in range(len(cloud.ids))]
+    routes = []
+    for front, sid in zip(fronts, cloud.ids, strict=True):
+        routes += ["--route", "%s:%d=%s:%d" % (*front, *cloud.client_address(sid))]
+    argv = [sys.executable, "-m", "cloudp2p.testing.relay", *routes, "--delay", "0.05", "--loss", "0.2",
+            "--max-seconds", "60"]  # fmt: skip
+    relay = subprocess.Popen(relay_host.command(argv), stdout=subprocess.PIPE, text=True)
+    assert "relay ready" in relay.stdout.readline()
+    try:
+        probe = cloud.client_hosts[0]
+        direct = []
+        for _ in range(5):
+            t = time.perf_counter()
+            cloud.in_host(probe, submit_blocking, cloud.client_list, "ping", {})
+            direct.append(time.perf_counter() - t)
+        relayed = []
+        for _ in range(10):
+            t = time.perf_counter()
+            cloud.in_host(probe, submit_blocking, fronts, "ping", {}, 10.0)
+            relayed.append(time.perf_counter() - t)
+        assert min(relayed) >= 0.1  # 50 ms each way at least
+        assert max(direct) < 0.1
+    finally:
+        relay.terminate()
+    counts = json.loads(relay.communicate(timeout=10)[0].strip().splitlines()[-1])
+    assert counts["dropped_loss"] > 0 and counts["returned"] >= 10
 
 
 def test_history_with_random_partitions_and_kills(cloud):
