@@ -298,7 +298,15 @@ class MySQLDialect:
         return killed
 
     def begin(self, conn: pymysql.Connection, write: bool) -> None:
-        conn.begin()
+        try:
+            conn.begin()
+        except pymysql.err.OperationalError as e:
+            # On a Galera node BEGIN waits for the node to apply what the cluster committed before
+            # (wsrep_sync_wait); a timeout there means this node lags or stalls, not a lock conflict:
+            # try another node rather than this one again.
+            if e.args and e.args[0] == 1205 and len(self.nodes) > 1:
+                raise NodeNotReady(1047, f"causality wait timed out on {conn.host}:{conn.port}") from e
+            raise
 
     def sql(self, text: str) -> str:
         converted = self._sql_cache.get(text)

@@ -12,7 +12,9 @@ state transfer) from a donor, as in production. The tests reach each node as roo
 UNIX socket; the servers reach it over TCP as ``cloudp2p`` with a password.
 
 Galera timeouts are shortened (suspect a silent node after 3 s, evict it after 4 s) so that
-tests see a partition handled in seconds, not the default 15 s.
+tests see a partition handled in seconds, not the default 15 s; a causality wait
+(``wsrep_sync_wait``) gives up after 4 s instead of 30 s, so that a server moves to another
+node while its own lags, within the client's deadline.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ PORT = 3306
 PROVIDER_OPTIONS = (
     "gcache.size=64M; evs.keepalive_period=PT0.5S; evs.suspect_timeout=PT3S; "
     "evs.inactive_timeout=PT4S; evs.inactive_check_period=PT0.5S; evs.install_timeout=PT4S; "
-    "evs.join_retrans_period=PT0.5S; pc.recovery=false"
+    "evs.join_retrans_period=PT0.5S; pc.recovery=false; repl.causal_read_timeout=PT4S"
 )
 
 

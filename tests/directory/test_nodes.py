@@ -306,3 +306,22 @@ def test_all_down_is_true_only_while_every_node_is_marked(two_nodes):
     assert not dialect.all_down()
     dialect._mark_down(1)
     assert dialect.all_down()
+
+
+def test_a_causality_wait_that_times_out_at_begin_moves_to_another_node():
+    """BEGIN with wsrep_sync_wait gives 1205 when the node lags: not a lock conflict, a node problem."""
+    dialect = MySQLDialect([parse_mysql_url("mysql://u@10.0.0.1/a"), parse_mysql_url("mysql://u@10.0.0.2/a")])
+
+    class Lagging:
+        host, port = "10.0.0.1", 3306
+
+        def begin(self):
+            raise pymysql.err.OperationalError(1205, "Lock wait timeout exceeded; try restarting transaction")
+
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        dialect.begin(Lagging(), True)
+    assert dialect.classify(info.value) == db.RECONNECT
+    single = MySQLDialect(parse_mysql_url("mysql://u@10.0.0.1/a"))
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        single.begin(Lagging(), True)
+    assert single.classify(info.value) == db.RETRY  # one server: a plain lock wait timeout

@@ -170,11 +170,21 @@ def test_partition_majority_serves_minority_refuses_heal_catches_up(cloud):
     assert cloud.sql("SELECT COUNT(*) FROM users WHERE username_key = 'alone0'", sid=minority) == [(0,)]
     report = _check(cloud, [during], sid=minority)
     assert report.valid, dict(report.violations)
-    counts, after = _run_workload(
-        cloud, "rejoined", host=0, servers=[cloud.client_address(minority)], users=2, ops=20
-    )
+    # its server runs requests on its own node again: with the two others paused it is alone
+    # (a request that reaches only a follower waits for the coordinator, so it must coordinate)
+    for sid in majority:
+        cloud.pause_server(sid)
+    try:
+        cloud.wait_converged(20, members={minority})
+        counts, after = _run_workload(
+            cloud, "rejoined", host=0, servers=[cloud.client_address(minority)], users=2, ops=20
+        )
+    finally:
+        for sid in majority:
+            cloud.resume_server(sid)
     report = _check(cloud, [after], sid=minority)
     assert report.valid and report.failed == 0 and report.unknown == 0, report.lines()
+    cloud.wait_converged(20)
     # 3. one host cut off entirely (its server and node): the others go on
     cloud.isolate(minority)
     try:
