@@ -31,9 +31,10 @@ import attrs
 
 from bench.fuzz_gen import Mutator
 from bench.fuzz_replay import Relay, capture_cluster
+from cloudp2p.client import identity
 from cloudp2p.client.home import Home
-from cloudp2p.client.identity import Identity
 from cloudp2p.client.peer import PeerMessage
+from cloudp2p.encryption.keys import UserKeys
 from cloudp2p.errors import CloudP2PError, CloudUnreachable, RequestFailed
 from cloudp2p.membership.messages import Codec, Coordinator, Envelope, Heartbeat
 from cloudp2p.routing import client_wire
@@ -619,8 +620,8 @@ def fuzz_client_peer(rig: Rig, count: int, seconds: float, seed: int) -> TargetR
     result = TargetResult("client_peer")
     alice = rig.clients["alice"]
     addr = ("127.0.0.1", rig.peer_ports["alice"])
-    bob = Identity.load(Home(rig.clients["bob"].home))
-    stranger = Identity.generate()
+    bob = identity.load(Home(rig.clients["bob"].home))
+    stranger = UserKeys.generate()
     assert bob is not None
     m = Mutator(seed, max_size=UDP_MAX)
     now = time.time()

@@ -1,10 +1,18 @@
 """Errors a user can see.
 
-Each class's docstring is the message shown to the user; the exit code a
-command-line tool returns for it lives in one table, ``EXIT_CODES``, so that
-scripts can rely on it. Raise them with extra detail as the first argument:
+Each class's docstring is the message shown to the user, and its ``exit_code``
+class attribute the code a command-line tool exits with, so that scripts can
+rely on it (a subclass inherits its parent's code unless it sets its own;
+docs/client.md lists them all). ``exit_code_for`` and ``error_json`` are the one
+mapping from an exception to what a user or a script sees, for every front end.
+Raise them with extra detail as the first argument:
 ``raise ConfigError("server.toml: [cluster] heartbeat: must be a number")``.
 """
+
+from __future__ import annotations
+
+import re
+from typing import Any
 
 
 class CloudP2PError(Exception):
@@ -27,17 +35,25 @@ class CloudP2PError(Exception):
 class UsageError(CloudP2PError):
     """The command line is not valid."""
 
+    exit_code = 2
+
 
 class ConfigError(CloudP2PError):
     """The configuration is not valid; fix the file and start again."""
+
+    exit_code = 3
 
 
 class CloudUnreachable(CloudP2PError):
     """No server of the cloud answered in time; check that the cloud is running and try again."""
 
+    exit_code = 4
+
 
 class RequestFailed(CloudP2PError):
     """The cloud refused the request."""
+
+    exit_code = 5
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -48,6 +64,8 @@ class RequestFailed(CloudP2PError):
 class RateLimited(RequestFailed):
     """The cloud is limiting your requests for now; wait a little and try again."""
 
+    exit_code = 8
+
 
 def request_failed(code: str, message: str) -> RequestFailed:
     """The error for a refusal by the cloud: ``RateLimited`` for ``rate_limited``, else ``RequestFailed``."""
@@ -57,51 +75,62 @@ def request_failed(code: str, message: str) -> RequestFailed:
 class DaemonNotRunning(CloudP2PError):
     """The cloudp2p client daemon is not running; start it with `twistd cloudp2p-client`."""
 
+    exit_code = 6
+
 
 class InvalidImage(CloudP2PError):
     """The file is not an image cloudp2p can read."""
+
+    exit_code = 7
 
 
 class ServerIdentityError(CloudP2PError):
     """A cloud server could not prove who it is; nothing was sent to it."""
 
+    exit_code = 23
+
 
 class ServerUntrusted(ServerIdentityError):
     """A cloud server's certificate is not signed by the cloud CA pinned here (`cloudp2p init --ca`)."""
+
+    exit_code = 24
 
 
 class ServerCertificateExpired(ServerIdentityError):
     """A cloud server's certificate has expired or is not valid yet; its operator must renew it."""
 
+    exit_code = 25
+
 
 class ServerNameMismatch(ServerIdentityError):
     """A cloud server's certificate names another server; check the servers in client.toml."""
+
+    exit_code = 26
 
 
 class SecureHandshakeFailed(CloudP2PError):
     """The secure handshake with a cloud server failed."""
 
-
-# One place that maps errors to process exit codes (0 is success, 2 is argparse's own usage code).
-EXIT_CODES: dict[type[CloudP2PError], int] = {
-    UsageError: 2,
-    ConfigError: 3,
-    CloudUnreachable: 4,
-    RequestFailed: 5,
-    DaemonNotRunning: 6,
-    InvalidImage: 7,
-    RateLimited: 8,
-    ServerIdentityError: 23,
-    ServerUntrusted: 24,
-    ServerCertificateExpired: 25,
-    ServerNameMismatch: 26,
-    SecureHandshakeFailed: 27,
-}
+    exit_code = 27
 
 
 def exit_code_for(error: BaseException) -> int:
-    """The exit code for ``error``: the most specific entry of ``EXIT_CODES``, else 1."""
-    for cls in type(error).__mro__:
-        if cls in EXIT_CODES:
-            return EXIT_CODES[cls]
-    return 1
+    """The exit code for ``error``: its class's ``exit_code``; 1 for anything that is not ours."""
+    return error.exit_code if isinstance(error, CloudP2PError) else 1
+
+
+def error_code(error: BaseException) -> str:
+    """A stable snake_case code scripts can test: the cloud's own code, else the class name."""
+    if isinstance(error, RequestFailed):
+        return error.code
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
+
+
+def error_json(error: BaseException) -> dict[str, Any]:
+    """What every front end (control socket, `cloudp2p --json`, web) reports for ``error``."""
+    return {
+        "type": type(error).__name__,
+        "code": error_code(error),
+        "message": str(error),
+        "exit_code": exit_code_for(error),
+    }

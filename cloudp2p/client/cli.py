@@ -3,7 +3,7 @@
 Everything but ``init`` talks to the running daemon (`twistd -n cloudp2p-client
 --home DIR`). Results print as readable text, or as one JSON object with
 ``--json``; transfers draw a progress bar on stderr. The exit code says what
-happened (table ``CLIENT_EXIT_CODES``; 0 is success).
+happened (each error class's ``exit_code``; 0 is success).
 """
 
 from __future__ import annotations
@@ -22,48 +22,14 @@ from typing import Any, TextIO
 from cloudp2p.client import errors as cerr
 from cloudp2p.client.progress import ProgressBar
 from cloudp2p.errors import (
-    EXIT_CODES,
     CloudP2PError,
     ConfigError,
     DaemonNotRunning,
-    RequestFailed,
     UsageError,
+    error_json,
 )
 
 MAX_VIEWS = 1000  # the same bound as cloudp2p.client.peer.MAX_VIEWS (kept import-light here)
-
-# The one table of exit codes for the client: the shared ones plus the client's own.
-CLIENT_EXIT_CODES: dict[type[CloudP2PError], int] = {
-    **EXIT_CODES,
-    cerr.ClientError: 10,
-    cerr.HomeError: 11,
-    cerr.NotRegistered: 12,
-    cerr.AlreadyRegistered: 13,
-    cerr.NotSignedIn: 14,
-    cerr.UnknownImage: 15,
-    cerr.UnknownRequest: 16,
-    cerr.UnknownUser: 17,
-    cerr.UserOffline: 18,
-    cerr.TransferFailed: 19,
-    cerr.AccessDenied: 20,
-    cerr.ControlProtocolError: 21,
-    cerr.PeerMessageError: 22,
-}
-
-# Other areas' errors that the daemon passes on, by class name (the command stays import-light):
-# cloudp2p.encryption.errors.EncryptionError (not shared with you, damaged or tampered with, forged
-# rights) exits like AccessDenied, cloudp2p.transfer.errors.TransferError like TransferFailed.
-FOREIGN_EXIT_CODES = {"EncryptionError": 20, "TransferError": 19}
-
-
-def exit_code_for(error: BaseException) -> int:
-    for cls in type(error).__mro__:
-        if cls in CLIENT_EXIT_CODES:
-            return CLIENT_EXIT_CODES[cls]
-        if cls.__name__ in FOREIGN_EXIT_CODES and cls.__module__.startswith("cloudp2p."):
-            return FOREIGN_EXIT_CODES[cls.__name__]
-    return 1
-
 
 class RemoteError(CloudP2PError):
     """The daemon refused the command."""
@@ -486,18 +452,9 @@ def run(argv: list[str], stdout: TextIO, stderr: TextIO, stdin: TextIO) -> int:
                 _open_browser(result["url"], stderr)
             text = format_result(cmd, result)
     except CloudP2PError as e:
-        code = e.exit_code if isinstance(e, RemoteError) else exit_code_for(e)
+        code = e.exit_code
         if json_out:
-            err = (
-                e.error
-                if isinstance(e, RemoteError)
-                else {
-                    "type": type(e).__name__,
-                    "code": e.code if isinstance(e, RequestFailed) else type(e).__name__,
-                    "message": str(e),
-                    "exit_code": code,
-                }
-            )
+            err = e.error if isinstance(e, RemoteError) else error_json(e)
             stdout.write(json.dumps({"ok": False, "error": err}, sort_keys=True) + "\n")
         stderr.write(f"cloudp2p: error: {e}\n")
         return code

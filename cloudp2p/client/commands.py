@@ -230,7 +230,7 @@ class Stories:
         if self.d.username:
             raise cerr.AlreadyRegistered(f"(it belongs to {self.d.username})")
         assert self.d.identity is not None
-        reply = await self.d.call("register", username, password, self.d.identity.public_keys())
+        reply = await self.d.call("register", username, password, self.d.identity.public.to_json())
         self.d.save_session(username=reply["username"], user_id=reply["user_id"])
         return {"username": reply["username"], "user_id": reply["user_id"]}
 
@@ -306,7 +306,7 @@ class Stories:
                 if not isinstance(image_id, str) or not _UUID.match(image_id):
                     raise RequestFailed("bad_reply", f"the cloud sent an unusable image id {image_id!r:.60}")
                 try:
-                    content_key = keywrap.open_reply_key(reply, self.d.identity.x25519)
+                    content_key = keywrap.open_reply_key(reply, self.d.identity.x25519_private)
                     _check_meta(reply.get("result"))
                 except (ValueError, WrongKeyError) as e:
                     raise RequestFailed("bad_reply", f"the cloud's encrypt reply is unusable: {e}") from None
@@ -720,7 +720,7 @@ class Stories:
             container.grant,
             png,
             unb64(image["content_key"], length=32),
-            owner_ed25519=self.d.identity.ed25519,
+            owner_ed25519=self.d.identity.ed25519_private,
             owner_id=self.d.user_id,
             viewer_id=info["user_id"],
             viewer_x25519_pub=self.d.owner_public(info, "x25519"),
@@ -907,7 +907,7 @@ class Stories:
             data = await self.d.read_file(incoming)
             owner = await self.d.lookup(record["to"])
             assert self.d.identity is not None
-            env = await self.d.run_blocking(container.peek, data, self.d.identity.x25519)
+            env = await self.d.run_blocking(container.peek, data, self.d.identity.x25519_private)
             if (
                 env.image_id != image_id
                 or env.owner_id != str(owner["user_id"])
@@ -917,7 +917,7 @@ class Stories:
             status = await self.d.run_blocking(
                 container.status,
                 data,
-                viewer_x25519=self.d.identity.x25519,
+                viewer_x25519=self.d.identity.x25519_private,
                 viewer_id=self.d.user_id,
                 owner_id=owner["user_id"],
                 owner_ed25519_pub=self.d.owner_public(owner, "ed25519"),
@@ -997,7 +997,7 @@ class Stories:
         own = await self.d.run_blocking(container.open_own, png, unb64(image["content_key"], length=32))
         version = grant["version"] + 1
         blob = container.sign_rights(
-            owner_ed25519=self.d.identity.ed25519,
+            owner_ed25519=self.d.identity.ed25519_private,
             owner_id=self.d.user_id,
             viewer_id=grant["user_id"],
             image_id=image_id,
@@ -1087,7 +1087,7 @@ class Stories:
             container.apply_rights,
             png,
             blob,
-            viewer_x25519=self.d.identity.x25519,
+            viewer_x25519=self.d.identity.x25519_private,
             viewer_id=self.d.user_id,
             owner_id=record["owner_id"],
             owner_ed25519_pub=unb64(record["owner_ed25519"], length=32),
@@ -1158,7 +1158,7 @@ class Stories:
         assert self.d.identity is not None
         if os.path.isabs(ref) and os.path.isfile(ref):
             data = await self.d.read_file(ref, self.d.config.max_image_size)
-            env = await self.d.run_blocking(container.peek, data, self.d.identity.x25519)
+            env = await self.d.run_blocking(container.peek, data, self.d.identity.x25519_private)
             image_id, record = self._find("received", env.image_id, "received images")
             path = None
         else:
@@ -1175,7 +1175,7 @@ class Stories:
         result = await self.d.run_blocking(
             container.open_for_view,
             data,
-            viewer_x25519=self.d.identity.x25519,
+            viewer_x25519=self.d.identity.x25519_private,
             viewer_id=self.d.user_id,
             owner_id=record["owner_id"],
             owner_ed25519_pub=unb64(record["owner_ed25519"], length=32),

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import struct
 from collections import Counter
@@ -34,7 +33,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
 from cloudp2p.client.errors import ControlProtocolError
-from cloudp2p.errors import CloudP2PError, RequestFailed
+from cloudp2p.errors import CloudP2PError, error_json
 
 MAX_LINE = 256 * 1024
 
@@ -42,25 +41,8 @@ Progress = Callable[[str, int, int], None]
 Command = Callable[[dict[str, Any], Progress], Awaitable[dict[str, Any]]]
 
 
-def _code_for(error: CloudP2PError) -> str:
-    if isinstance(error, RequestFailed):
-        return error.code
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
-
-
 def error_reply(request_id: Any, error: CloudP2PError) -> dict[str, Any]:
-    from cloudp2p.client.cli import exit_code_for  # the one exit-code table lives with the command
-
-    return {
-        "id": request_id,
-        "ok": False,
-        "error": {
-            "type": type(error).__name__,
-            "code": _code_for(error),
-            "message": str(error),
-            "exit_code": exit_code_for(error),
-        },
-    }
+    return {"id": request_id, "ok": False, "error": error_json(error)}
 
 
 def peer_uid(sock: socket.socket) -> int:

@@ -29,12 +29,14 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from cloudp2p.client import errors as cerr
+from cloudp2p.client import identity as keyfile
 from cloudp2p.client.cloud import Cloud
 from cloudp2p.client.config import ClientConfig
 from cloudp2p.client.home import Home
-from cloudp2p.client.identity import Identity, unb64
+from cloudp2p.client.identity import unb64
 from cloudp2p.client.peer import PeerMessage, PeerMessageError, PeerMessenger
 from cloudp2p.client.state import APPLIED_RETENTION, State
+from cloudp2p.encryption.keys import UserKeys
 from cloudp2p.errors import CloudUnreachable, RequestFailed
 
 # Codes with which the directory says the session is gone (log in again).
@@ -82,7 +84,7 @@ class ClientDaemon:
             )
         )
         self.wall_clock = wall_clock
-        self.identity: Identity | None = None
+        self.identity: UserKeys | None = None
         self.state: State | None = None
         self.session: dict[str, Any] = {}
         self.messenger: PeerMessenger | None = None
@@ -110,7 +112,7 @@ class ClientDaemon:
 
     async def start(self) -> None:
         self.home.create()
-        self.identity = Identity.load_or_create(self.home)
+        self.identity = keyfile.load_or_create(self.home)
         self.state = State(self.home, self.state_listeners)
         self.session = self.home.read_json(self.home.session_file, {}) or {}
         if self.cloud is None:
@@ -314,7 +316,7 @@ class ClientDaemon:
         come from made-up users do not each cost a directory lookup.
         """
         if username == self.username and self.identity is not None:
-            return self.identity.public_keys()["ed25519"]
+            return self.identity.public.to_json()["ed25519"]
         if self._unknown.get(username, 0.0) > self.reactor.seconds():
             return None
         try:

@@ -1,4 +1,4 @@
-"""The user's key pairs, kept in ``DIR/identity.json`` (mode 0600).
+"""The user's key pairs (``cloudp2p.encryption.keys.UserKeys``), kept in ``DIR/identity.json`` (mode 0600).
 
 Two pairs, as docs/INTERFACES.md fixes: X25519 (content keys are wrapped to
 it) and Ed25519 (the user signs peer messages and, as an owner, rights). The
@@ -10,18 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 
-import attrs
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloudp2p.client.errors import HomeError
 from cloudp2p.client.home import Home
-
-_RAW = serialization.Encoding.Raw
-_RAW_PUB = serialization.PublicFormat.Raw
-_RAW_PRIV = serialization.PrivateFormat.Raw
+from cloudp2p.encryption.errors import KeyFormatError
+from cloudp2p.encryption.keys import UserKeys
 
 
 def b64(data: bytes) -> str:
@@ -41,62 +36,28 @@ def unb64(text: str, *, length: int | None = None) -> bytes:
     return raw
 
 
-@attrs.frozen
-class Identity:
-    x25519: X25519PrivateKey
-    ed25519: Ed25519PrivateKey
+def load(home: Home) -> UserKeys | None:
+    """The keys in ``DIR/identity.json``, None if there are none yet; ``HomeError`` if the file is damaged."""
+    obj = home.read_json(home.identity_file)
+    if obj is None:
+        return None
+    try:
+        return UserKeys.from_json(obj)
+    except (KeyFormatError, ValueError) as err:
+        raise HomeError(f"{home.identity_file}: the key file is damaged ({err})") from None
 
-    @classmethod
-    def generate(cls) -> Identity:
-        return cls(X25519PrivateKey.generate(), Ed25519PrivateKey.generate())
 
-    def public_keys(self) -> dict[str, str]:
-        """``{"x25519": b64, "ed25519": b64}``: what `register` sends to the directory."""
-        return {
-            "x25519": b64(self.x25519.public_key().public_bytes(_RAW, _RAW_PUB)),
-            "ed25519": b64(self.ed25519.public_key().public_bytes(_RAW, _RAW_PUB)),
-        }
+def save(home: Home, keys: UserKeys) -> None:
+    home.write_json(home.identity_file, keys.to_json())
 
-    def sign(self, data: bytes) -> bytes:
-        return self.ed25519.sign(data)
 
-    def to_json(self) -> dict[str, str]:
-        none = serialization.NoEncryption()
-        return {
-            "version": 1,
-            "x25519": b64(self.x25519.private_bytes(_RAW, _RAW_PRIV, none)),
-            "ed25519": b64(self.ed25519.private_bytes(_RAW, _RAW_PRIV, none)),
-        }
-
-    @classmethod
-    def from_json(cls, obj: object, origin: str = "identity.json") -> Identity:
-        try:
-            if not isinstance(obj, dict) or obj.get("version") != 1:
-                raise ValueError("unknown format")
-            x = X25519PrivateKey.from_private_bytes(unb64(obj["x25519"], length=32))
-            e = Ed25519PrivateKey.from_private_bytes(unb64(obj["ed25519"], length=32))
-        except (KeyError, ValueError) as err:
-            raise HomeError(f"{origin}: the key file is damaged ({err})") from None
-        return cls(x, e)
-
-    # -- storage -----------------------------------------------------------------------------------
-
-    @classmethod
-    def load(cls, home: Home) -> Identity | None:
-        obj = home.read_json(home.identity_file)
-        return None if obj is None else cls.from_json(obj, str(home.identity_file))
-
-    def save(self, home: Home) -> None:
-        home.write_json(home.identity_file, self.to_json())
-
-    @classmethod
-    def load_or_create(cls, home: Home) -> Identity:
-        found = cls.load(home)
-        if found is not None:
-            return found
-        identity = cls.generate()
-        identity.save(home)
-        return identity
+def load_or_create(home: Home) -> UserKeys:
+    found = load(home)
+    if found is not None:
+        return found
+    keys = UserKeys.generate()
+    save(home, keys)
+    return keys
 
 
 def verify(public_ed25519_b64: str, signature: bytes, data: bytes) -> bool:

@@ -38,7 +38,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from cloudp2p.client.errors import PeerMessageError
-from cloudp2p.client.identity import Identity, b64, unb64, verify
+from cloudp2p.client.identity import b64, unb64, verify
+from cloudp2p.encryption.keys import UserKeys
 
 VERSION = 1
 MAX_MESSAGE = 16 * 1024
@@ -186,7 +187,7 @@ class PeerMessage:
     def signed_bytes(self) -> bytes:
         return _canonical(self._unsigned())
 
-    def signed_by(self, identity: Identity) -> PeerMessage:
+    def signed_by(self, identity: UserKeys) -> PeerMessage:
         return attrs.evolve(self, signature=identity.sign(self.signed_bytes()))
 
     def verify(self, public_ed25519_b64: str) -> bool:
@@ -205,7 +206,7 @@ class PeerMessage:
 
     @classmethod
     def create(
-        cls, identity: Identity, type: str, sender: str, recipient: str, body: dict[str, Any], at: float
+        cls, identity: UserKeys, type: str, sender: str, recipient: str, body: dict[str, Any], at: float
     ) -> PeerMessage:
         check = BODY_CHECKS.get(type)
         if check is None:
@@ -313,7 +314,7 @@ class PeerMessenger:
     def __init__(
         self,
         reactor: Any,
-        identity: Identity,
+        identity: UserKeys,
         username: Callable[[], str | None],
         resolve_key: KeyResolver,
         deliver: Deliver,

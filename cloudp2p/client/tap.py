@@ -17,12 +17,12 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from cloudp2p.client import config as cconfig
+from cloudp2p.client import identity
 from cloudp2p.client.commands import Stories
 from cloudp2p.client.control import ControlFactory
 from cloudp2p.client.daemon import ClientDaemon
 from cloudp2p.client.errors import HomeError
 from cloudp2p.client.home import Home, default_home
-from cloudp2p.client.identity import Identity
 from cloudp2p.client.state import State
 from cloudp2p.errors import CloudP2PError
 from cloudp2p.web.service import web_service
@@ -50,7 +50,7 @@ class Options(usage.Options):
             home.create()
             self["client_config"] = cconfig.load(str(home.config_file))
             # damaged key or state files stop the daemon here, with their name, not half-started
-            Identity.load(home)
+            identity.load(home)
             State(home)
             if not isinstance(home.read_json(home.session_file, {}), dict):
                 raise HomeError(f"{home.session_file}: not a JSON object")

@@ -14,6 +14,8 @@ from cloudp2p.errors import CloudP2PError
 class EncryptionError(CloudP2PError):
     """The protected image cannot be used."""
 
+    exit_code = 20  # as the client's AccessDenied: not shared with you, damaged, forged rights
+
 
 class KeyFormatError(EncryptionError):
     """A key is not valid (it must be a raw 32-byte X25519 or Ed25519 key, base64 with padding)."""

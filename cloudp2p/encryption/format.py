@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from cloudp2p.encryption import keywrap
 from cloudp2p.encryption.errors import (
     CorruptContainerError,
     KeyFormatError,
@@ -52,7 +53,6 @@ from cloudp2p.encryption.errors import (
     UnsupportedVersionError,
     WrongKeyError,
 )
-from cloudp2p.encryption.keys import x25519_public
 from cloudp2p.encryption.rights import MAX_RIGHTS_SIZE, RightsError, SignedRights, user_id_text
 
 FORMAT_VERSION = 1
@@ -258,22 +258,10 @@ def payload_hash(ciphertext: bytes) -> bytes:
 def wrap(content_key: bytes, signed: SignedRights, viewer_x25519_pub: bytes, image_id: bytes) -> bytes:
     """The wrap region (``WRAP_SIZE`` bytes) for the viewer's X25519 public key (ECIES-style)."""
     content_key = _check_content_key(content_key)
-    try:
-        viewer = x25519_public(viewer_x25519_pub)
-    except ValueError as e:
-        raise KeyFormatError(f"viewer X25519 key: {e}") from None
-    eph = X25519PrivateKey.generate()
-    eph_pub = eph.public_key().public_bytes_raw()
-    try:
-        shared = eph.exchange(viewer)
-    except ValueError:
-        raise KeyFormatError("viewer X25519 key is a low-order point") from None
-    kek = _hkdf(shared, _WRAP_CONTEXT + eph_pub + bytes(viewer_x25519_pub) + image_id)
     blob = signed.to_bytes()
     plain = content_key + struct.pack(">H", len(blob)) + blob
     plain += bytes(_WRAP_PLAIN - len(plain))
-    nonce = os.urandom(NONCE_SIZE)
-    out = eph_pub + nonce + AESGCM(kek).encrypt(nonce, plain, _WRAP_CONTEXT + image_id)
+    out = keywrap.seal(plain, viewer_x25519_pub, _WRAP_CONTEXT, image_id, who="viewer")
     assert len(out) == WRAP_SIZE
     return out
 
@@ -282,17 +270,9 @@ def unwrap(region: bytes, viewer_x25519: X25519PrivateKey, image_id: bytes) -> t
     """(content key, signed rights, not yet verified) or ``WrongKeyError`` / ``CorruptContainerError``."""
     if len(region) != WRAP_SIZE:
         raise CorruptContainerError("the wrapped-key region is truncated")
-    eph_pub, nonce, boxed = region[:32], region[32:44], region[44:]
-    viewer_pub = viewer_x25519.public_key().public_bytes_raw()
-    try:
-        shared = viewer_x25519.exchange(x25519_public(eph_pub))
-    except ValueError:
-        raise WrongKeyError("no key in this image is wrapped for you") from None
-    kek = _hkdf(shared, _WRAP_CONTEXT + eph_pub + viewer_pub + image_id)
-    try:
-        plain = AESGCM(kek).decrypt(nonce, boxed, _WRAP_CONTEXT + image_id)
-    except InvalidTag:
-        raise WrongKeyError("no key in this image is wrapped for you") from None
+    plain = keywrap.unseal(
+        region, viewer_x25519, _WRAP_CONTEXT, image_id, refusal="no key in this image is wrapped for you"
+    )
     content_key = plain[:KEY_SIZE]
     (n,) = struct.unpack_from(">H", plain, KEY_SIZE)
     blob = plain[KEY_SIZE + 2 : KEY_SIZE + 2 + n]

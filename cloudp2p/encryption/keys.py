@@ -1,4 +1,7 @@
-"""User key pairs: X25519 (to receive wrapped content keys) and Ed25519 (to sign rights as an owner).
+"""User key pairs: X25519 (to receive wrapped content keys) and Ed25519 (to sign rights and peer messages).
+
+The one key-pair type of the project: the client daemon keeps its user's ``UserKeys`` in its home
+(``cloudp2p.client.identity``), the cloud and the directory see only ``PublicKeys``.
 
 Public keys travel as base64 (standard alphabet, with padding) of the raw
 32-byte keys, as ``{"x25519": "...", "ed25519": "..."}`` (docs/INTERFACES.md).
@@ -103,16 +106,31 @@ class UserKeys:
     def __repr__(self) -> str:
         return f"UserKeys(public={self.public.to_json()!r})"
 
+    def sign(self, data: bytes) -> bytes:
+        """An Ed25519 signature over ``data`` (peer messages; rights are signed in ``rights``)."""
+        return self.ed25519_private.sign(data)
+
     # -- serialisation ----------------------------------------------------------------------------
 
-    def to_bytes(self) -> bytes:
-        """The private key file's content (JSON, keys as base64 of their raw 32 bytes)."""
-        doc = {
+    def to_json(self) -> dict[str, Any]:
+        """The private key file's document (keys as base64 of their raw 32 bytes)."""
+        return {
             "version": _KEYFILE_VERSION,
             "x25519": b64encode(self.x25519_private.private_bytes_raw()),
             "ed25519": b64encode(self.ed25519_private.private_bytes_raw()),
         }
-        return json.dumps(doc, indent=1).encode("ascii") + b"\n"
+
+    @classmethod
+    def from_json(cls, doc: Any) -> UserKeys:
+        if not isinstance(doc, dict) or doc.get("version") != _KEYFILE_VERSION:
+            raise KeyFormatError(f"private key file: expected version {_KEYFILE_VERSION}")
+        x_raw = b64decode_key(doc.get("x25519"), "private key file: x25519")
+        e_raw = b64decode_key(doc.get("ed25519"), "private key file: ed25519")
+        return cls(X25519PrivateKey.from_private_bytes(x_raw), Ed25519PrivateKey.from_private_bytes(e_raw))
+
+    def to_bytes(self) -> bytes:
+        """The private key file's content (``to_json`` as JSON text)."""
+        return json.dumps(self.to_json(), indent=1).encode("ascii") + b"\n"
 
     @classmethod
     def from_bytes(cls, data: bytes) -> UserKeys:
@@ -120,11 +138,7 @@ class UserKeys:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError):
             raise KeyFormatError("private key file: not valid JSON") from None
-        if not isinstance(doc, dict) or doc.get("version") != _KEYFILE_VERSION:
-            raise KeyFormatError(f"private key file: expected version {_KEYFILE_VERSION}")
-        x_raw = b64decode_key(doc.get("x25519"), "private key file: x25519")
-        e_raw = b64decode_key(doc.get("ed25519"), "private key file: ed25519")
-        return cls(X25519PrivateKey.from_private_bytes(x_raw), Ed25519PrivateKey.from_private_bytes(e_raw))
+        return cls.from_json(doc)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the key file atomically, readable by its owner only (mode 0600). Blocking."""

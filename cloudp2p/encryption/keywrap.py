@@ -1,4 +1,4 @@
-"""Seal a content key for one user's X25519 public key (ECIES: ephemeral X25519, HKDF-SHA256, AES-GCM).
+"""Seal bytes for one user's X25519 public key (ECIES: ephemeral X25519, HKDF-SHA256, AES-GCM).
 
 The server's ``encrypt`` reply travels over plain UDP and is cached by every
 server of the cloud (so that a retried request gets the same answer): it must
@@ -17,15 +17,60 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cloudp2p.encryption.errors import KeyFormatError, WrongKeyError
+from cloudp2p.encryption.keys import x25519_public
 
 _CONTEXT = b"cloudp2p/owner-key/v1"
 KEY_SIZE = 32
 NONCE_SIZE = 12
-SEALED_SIZE = 32 + NONCE_SIZE + KEY_SIZE + 16  # ephemeral public key, nonce, key, GCM tag
+TAG_SIZE = 16
+OVERHEAD = 32 + NONCE_SIZE + TAG_SIZE  # ephemeral public key, nonce, GCM tag
+SEALED_SIZE = OVERHEAD + KEY_SIZE
 
 
-def _kek(shared: bytes, eph_pub: bytes, recipient_pub: bytes, context: bytes) -> bytes:
-    info = _CONTEXT + eph_pub + recipient_pub + context
+def seal(
+    plain: bytes, recipient_x25519_pub: bytes, label: bytes, context: bytes, *, who: str = "recipient"
+) -> bytes:
+    """``plain`` sealed for the holder of the private half of ``recipient_x25519_pub`` (ECIES).
+
+    An ephemeral X25519 key agrees a secret with the recipient's; HKDF-SHA256 turns it, with
+    ``label`` (what kind of seal this is), both public keys and ``context`` (the image id), into an
+    AES-256-GCM key; ``label + context`` is also the associated data. Out: ephemeral public key,
+    nonce, ciphertext and tag (``OVERHEAD`` bytes more than ``plain``). The owner's content key in
+    an ``encrypt`` reply and a viewer's wrapped key in a container are both sealed here.
+    """
+    try:
+        recipient = x25519_public(recipient_x25519_pub)
+    except (KeyFormatError, ValueError) as e:
+        raise KeyFormatError(f"{who} X25519 key: {e}") from None
+    eph = X25519PrivateKey.generate()
+    eph_pub = eph.public_key().public_bytes_raw()
+    try:
+        shared = eph.exchange(recipient)
+    except ValueError:
+        raise KeyFormatError(f"{who} X25519 key is a low-order point") from None
+    nonce = os.urandom(NONCE_SIZE)
+    kek = _kek(shared, label + eph_pub + bytes(recipient_x25519_pub) + context)
+    return eph_pub + nonce + AESGCM(kek).encrypt(nonce, plain, label + context)
+
+
+def unseal(
+    sealed: bytes, recipient: X25519PrivateKey, label: bytes, context: bytes, *, refusal: str
+) -> bytes:
+    """What ``seal`` sealed; ``WrongKeyError(refusal)`` unless it was sealed for ``recipient``,
+    ``label`` and ``context`` and is intact."""
+    eph_pub, nonce, boxed = bytes(sealed[:32]), bytes(sealed[32:44]), bytes(sealed[44:])
+    try:
+        shared = recipient.exchange(X25519PublicKey.from_public_bytes(eph_pub))
+    except ValueError:
+        raise WrongKeyError(refusal) from None
+    kek = _kek(shared, label + eph_pub + recipient.public_key().public_bytes_raw() + context)
+    try:
+        return AESGCM(kek).decrypt(nonce, boxed, label + context)
+    except InvalidTag:
+        raise WrongKeyError(refusal) from None
+
+
+def _kek(shared: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
 
 
@@ -36,35 +81,14 @@ def seal_key(key: bytes, recipient_x25519_pub: bytes, context: bytes) -> bytes:
     """
     if len(key) != KEY_SIZE:
         raise KeyFormatError(f"content key: expected {KEY_SIZE} bytes")
-    try:
-        recipient = X25519PublicKey.from_public_bytes(bytes(recipient_x25519_pub))
-    except ValueError as e:
-        raise KeyFormatError(f"recipient X25519 key: {e}") from None
-    eph = X25519PrivateKey.generate()
-    eph_pub = eph.public_key().public_bytes_raw()
-    try:
-        shared = eph.exchange(recipient)
-    except ValueError:
-        raise KeyFormatError("recipient X25519 key is a low-order point") from None
-    nonce = os.urandom(NONCE_SIZE)
-    kek = _kek(shared, eph_pub, bytes(recipient_x25519_pub), context)
-    return eph_pub + nonce + AESGCM(kek).encrypt(nonce, key, _CONTEXT + context)
+    return seal(key, recipient_x25519_pub, _CONTEXT, context)
 
 
 def open_key(sealed: bytes, recipient: X25519PrivateKey, context: bytes) -> bytes:
     """The key inside ``sealed``; ``WrongKeyError`` if it was not sealed for ``recipient`` and ``context``."""
     if not isinstance(sealed, bytes | bytearray) or len(sealed) != SEALED_SIZE:
         raise WrongKeyError(f"a sealed key is {SEALED_SIZE} bytes")
-    eph_pub, nonce, boxed = bytes(sealed[:32]), bytes(sealed[32:44]), bytes(sealed[44:])
-    try:
-        shared = recipient.exchange(X25519PublicKey.from_public_bytes(eph_pub))
-    except ValueError:
-        raise WrongKeyError("the sealed key is not for this user") from None
-    kek = _kek(shared, eph_pub, recipient.public_key().public_bytes_raw(), context)
-    try:
-        return AESGCM(kek).decrypt(nonce, boxed, _CONTEXT + context)
-    except InvalidTag:
-        raise WrongKeyError("the sealed key is not for this user") from None
+    return unseal(sealed, recipient, _CONTEXT, context, refusal="the sealed key is not for this user")
 
 
 def open_reply_key(reply: dict, recipient: X25519PrivateKey) -> bytes:

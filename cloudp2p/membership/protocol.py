@@ -9,7 +9,6 @@ nothing raises out of ``datagramReceived``.
 
 from __future__ import annotations
 
-import socket
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +25,7 @@ from cloudp2p.membership.messages import (
     Freshness,
     ReplayGuard,
 )
+from cloudp2p.sockets import set_buffer
 
 Address = tuple[str, int]
 DEFAULT_RECEIVE_BUFFER = 1 << 20
@@ -103,18 +103,6 @@ class ClusterProtocol(DatagramProtocol):
         return True
 
 
-def set_receive_buffer(port: Any, size: int = DEFAULT_RECEIVE_BUFFER) -> int:
-    """Ask the kernel for an ``SO_RCVBUF`` of ``size`` bytes on a listening UDP port; return what it gave.
-
-    ``port`` is what ``reactor.listenUDP`` returned. Linux doubles the value
-    asked for and caps it at ``net.core.rmem_max``; the returned figure is the
-    kernel's own.
-    """
-    sock = port.socket
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-
-
 def listen_udp(
     reactor: Any, protocol: Any, address: Address, receive_buffer: int = DEFAULT_RECEIVE_BUFFER
 ) -> Any:
@@ -126,5 +114,5 @@ def listen_udp(
     """
     host, port = address
     listening = reactor.listenUDP(port, protocol, interface=host, maxPacketSize=protocol.maxPacketSize)
-    set_receive_buffer(listening, receive_buffer)
+    set_buffer(listening, receive_buffer)
     return listening

@@ -33,7 +33,6 @@ busy client pays the extra round trip once, at its first request.
 from __future__ import annotations
 
 import ipaddress
-import socket
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -45,6 +44,7 @@ from twisted.logger import Logger
 
 from cloudp2p.errors import CloudUnreachable, RequestFailed, request_failed
 from cloudp2p.routing import client_wire as wire
+from cloudp2p.sockets import set_buffer
 
 Address = tuple[str, int]
 # Errors that say "not here": another server may still succeed (see the module docstring).
@@ -143,7 +143,7 @@ class ClientRouter:
         self._port = self.reactor.listenUDP(
             0, self._protocol, interface=self.interface, maxPacketSize=_ClientProtocol.maxPacketSize
         )
-        _set_receive_buffer(self._port, self.receive_buffer)
+        set_buffer(self._port, self.receive_buffer)
 
     def stop(self) -> defer.Deferred[None]:
         """Fail every outstanding request with CloudUnreachable and close the socket."""
@@ -307,13 +307,3 @@ def _interface_for(servers: tuple[Address, ...]) -> str:
     if kinds == {"lo"}:
         return "127.0.0.1"
     return "::" if "v6" in kinds else "0.0.0.0"
-
-
-def _set_receive_buffer(port: Any, size: int) -> None:
-    sock = getattr(port, "socket", None)
-    if sock is None:
-        return
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-    except OSError:
-        pass

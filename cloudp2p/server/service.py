@@ -19,7 +19,6 @@ start with a clear error instead of leaving a half-started server.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +39,7 @@ from cloudp2p.ops import Handler, OpRegistry
 from cloudp2p.routing import basic_ops, cookies
 from cloudp2p.routing.router import ClientProtocol, Router, RouterSettings
 from cloudp2p.server import config as server_config
+from cloudp2p.sockets import set_buffer
 from cloudp2p.transfer import TransferManager
 
 OpProvider = Callable[[Any], dict[str, Handler]]
@@ -126,12 +126,8 @@ class Server(service.MultiService):
                 f"{self.origin}: {key}: cannot listen on {format_hostport(address)}: {e.socketError}"
             ) from None
         self._ports.append(listening)
-        sock = getattr(listening, "socket", None)
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
-            except OSError as e:
-                self.log.warn("cannot set SO_RCVBUF on {key}: {error}", key=key, error=e)  # noqa: G010
+        if getattr(listening, "socket", None) is not None and set_buffer(listening, buffer) is None:
+            self.log.warn("cannot set SO_RCVBUF on {key}", key=key)  # noqa: G010
         bound = listening.getHost()
         return bound.host, bound.port
 

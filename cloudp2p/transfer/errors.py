@@ -8,6 +8,8 @@ from cloudp2p.errors import CloudP2PError
 class TransferError(CloudP2PError):
     """The image transfer failed."""
 
+    exit_code = 19  # as the client's TransferFailed
+
 
 class TransferTimeout(TransferError):  # noqa: N818 (names read as events, like the project's own)
     """The other side of the image transfer stopped answering; try again when it is back."""

@@ -23,6 +23,8 @@ from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from cloudp2p import sockets
+from cloudp2p.sockets import set_buffer
 from cloudp2p.transfer import wire
 from cloudp2p.transfer.config import TransferConfig
 from cloudp2p.transfer.errors import (
@@ -288,12 +290,10 @@ class TransferManager:
                 )
         except CannotListenError as e:
             raise TransferError(f"cannot open a transfer port: {e}") from None
-        sock = port.socket
         want_rcv = config.recv_buffer if receive else min(config.recv_buffer, 1024 * 1024)
-        _set_buffer(sock, socket.SO_RCVBUF, want_rcv)
-        _set_buffer(sock, socket.SO_SNDBUF, config.send_buffer)
+        set_buffer(port, config.send_buffer, sockets.SEND)
         # Linux reports twice the requested size (bookkeeping overhead included).
-        return port, sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        return port, set_buffer(port, want_rcv) or want_rcv
 
     def _make_parts_writer(
         self, transport: Any, write: Callable[[bytes, Address], Any]
@@ -373,18 +373,3 @@ class TransferManager:
 UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)  # Linux 4.18: segmentation offload for UDP
 UDP_GRO = getattr(socket, "UDP_GRO", 104)  # Linux 5.0: coalesced receive
 _GSO_UNSUPPORTED = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP}
-
-_FORCE = {
-    socket.SO_RCVBUF: getattr(socket, "SO_RCVBUFFORCE", None),
-    socket.SO_SNDBUF: getattr(socket, "SO_SNDBUFFORCE", None),
-}
-
-
-def _set_buffer(sock: socket.socket, option: int, size: int) -> None:
-    """Ask for ``size`` bytes; past the system maximum, try the privileged FORCE option."""
-    sock.setsockopt(socket.SOL_SOCKET, option, size)
-    if sock.getsockopt(socket.SOL_SOCKET, option) < size and _FORCE[option] is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, _FORCE[option], size)
-        except OSError:
-            pass  # not privileged: keep what the system allows; the window is sized from it

@@ -18,7 +18,7 @@ from cloudp2p.client import cli
 from cloudp2p.client import errors as cerr
 from cloudp2p.client.control import ControlFactory
 from cloudp2p.client.progress import ProgressBar, render
-from cloudp2p.errors import CloudUnreachable
+from cloudp2p.errors import CloudUnreachable, exit_code_for
 
 
 async def _echo(args, progress):
@@ -116,12 +116,12 @@ def test_errors_carry_exit_codes(tmp_path):
         )
         by_id = {r.get("id"): r for r in replies if "progress" not in r}
         assert by_id[None]["error"]["type"] == "ControlProtocolError"
-        assert by_id[2]["error"]["exit_code"] == cli.CLIENT_EXIT_CODES[cerr.ControlProtocolError]
+        assert by_id[2]["error"]["exit_code"] == cerr.ControlProtocolError.exit_code
         assert (
             by_id[3]["error"]["exit_code"] == 4 and "No server of the cloud" in by_id[3]["error"]["message"]
         )
         assert by_id[4]["error"]["exit_code"] == 1 and "internal error" in by_id[4]["error"]["message"]
-        assert by_id[5]["error"]["exit_code"] == cli.CLIENT_EXIT_CODES[cerr.UnknownImage]
+        assert by_id[5]["error"]["exit_code"] == cerr.UnknownImage.exit_code
         assert by_id[5]["error"]["code"] == "unknown_image"
         assert by_id[7]["result"] == {"echo": {"b": 2}}
     finally:
@@ -370,7 +370,25 @@ def test_other_areas_errors_have_exit_codes():
     from cloudp2p.encryption.errors import CorruptContainerError, WrongKeyError
     from cloudp2p.transfer.errors import TransferTimeout
 
-    assert cli.exit_code_for(WrongKeyError()) == cli.exit_code_for(cerr.AccessDenied()) == 20
-    assert cli.exit_code_for(CorruptContainerError()) == 20
-    assert cli.exit_code_for(TransferTimeout()) == cli.exit_code_for(cerr.TransferFailed()) == 19
-    assert cli.exit_code_for(ValueError()) == 1
+    assert exit_code_for(WrongKeyError()) == exit_code_for(cerr.AccessDenied()) == 20
+    assert exit_code_for(CorruptContainerError()) == 20
+    assert exit_code_for(TransferTimeout()) == exit_code_for(cerr.TransferFailed()) == 19
+    assert exit_code_for(ValueError()) == 1
+
+
+def test_exit_codes_are_the_documented_ones():
+    """Scripts rely on these numbers (docs/client.md): each error class carries its own."""
+    from cloudp2p import errors
+
+    documented = {
+        errors.CloudP2PError: 1, errors.UsageError: 2, cerr.InvalidArgument: 2, errors.ConfigError: 3,
+        errors.CloudUnreachable: 4, errors.RequestFailed: 5, errors.RateLimited: 8,
+        errors.DaemonNotRunning: 6,
+        errors.InvalidImage: 7, cerr.ClientError: 10, cerr.HomeError: 11, cerr.NotRegistered: 12,
+        cerr.AlreadyRegistered: 13, cerr.NotSignedIn: 14, cerr.UnknownImage: 15,
+        cerr.UnknownRequest: 16, cerr.UnknownUser: 17, cerr.UserOffline: 18, cerr.TransferFailed: 19,
+        cerr.AccessDenied: 20, cerr.ControlProtocolError: 21, cerr.PeerMessageError: 22,
+        errors.ServerIdentityError: 23, errors.ServerUntrusted: 24, errors.ServerCertificateExpired: 25,
+        errors.ServerNameMismatch: 26, errors.SecureHandshakeFailed: 27,
+    }
+    assert {cls: cls.exit_code for cls in documented} == documented

@@ -8,9 +8,10 @@ import stat
 import pytest
 
 from cloudp2p.client import config as cconfig
+from cloudp2p.client import identity
 from cloudp2p.client.errors import HomeError
 from cloudp2p.client.home import Home
-from cloudp2p.client.identity import Identity, verify
+from cloudp2p.client.identity import verify
 from cloudp2p.client.state import State, StateError
 from cloudp2p.errors import ConfigError
 
@@ -75,14 +76,14 @@ def test_config_errors_name_the_key(tmp_path, body, needle):
 def test_identity_persists_with_mode_0600(tmp_path):
     home = Home(tmp_path)
     home.create()
-    ident = Identity.load_or_create(home)
+    ident = identity.load_or_create(home)
     assert _mode(home.identity_file) == 0o600
-    again = Identity.load_or_create(home)
-    assert again.public_keys() == ident.public_keys()
-    assert verify(ident.public_keys()["ed25519"], ident.sign(b"m"), b"m")
+    again = identity.load_or_create(home)
+    assert again.public == ident.public
+    assert verify(ident.public.to_json()["ed25519"], ident.sign(b"m"), b"m")
     home.identity_file.write_text('{"version": 1, "x25519": "!!", "ed25519": ""}')
     with pytest.raises(HomeError, match="damaged"):
-        Identity.load(home)
+        identity.load(home)
 
 
 def test_state_machines_and_persistence(tmp_path):

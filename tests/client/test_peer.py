@@ -9,12 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer
 
-from cloudp2p.client.identity import Identity
 from cloudp2p.client.peer import MAX_MESSAGE, PeerMessage, PeerMessageError, PeerMessenger, PeerProtocol
+from cloudp2p.encryption.keys import UserKeys
 from cloudp2p.testing.memnet import Faults, MemoryNetwork
 
-ALICE, BOB = Identity.generate(), Identity.generate()
-KEYS = {"alice": ALICE.public_keys()["ed25519"], "bob": BOB.public_keys()["ed25519"]}
+ALICE, BOB = UserKeys.generate(), UserKeys.generate()
+KEYS = {"alice": ALICE.public.to_json()["ed25519"], "bob": BOB.public.to_json()["ed25519"]}
 REQUEST = {
     "request_id": "0a0b0c0d",
     "image_id": "123e4567-e89b-12d3-a456-426614174000",
@@ -195,7 +195,7 @@ def test_not_acked_when_apply_fails():
 def test_forged_and_misaddressed_messages_are_dropped():
     net = MemoryNetwork(seed=1)
     alice, bob = Node(net, "alice", ALICE), Node(net, "bob", BOB)
-    mallory = Identity.generate()
+    mallory = UserKeys.generate()
     forged = PeerMessage.create(mallory, "share_request", "alice", "bob", REQUEST, 1.0)
     assert _send(net, alice, forged, bob) is False
     wrong_to = PeerMessage.create(ALICE, "share_request", "alice", "carol", REQUEST, 1.0)

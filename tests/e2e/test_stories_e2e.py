@@ -13,7 +13,6 @@ import sys
 import time
 
 from cloudp2p.client import errors as cerr
-from cloudp2p.client.cli import CLIENT_EXIT_CODES
 from cloudp2p.errors import InvalidImage, RequestFailed
 
 from .conftest import png_bytes
@@ -214,7 +213,7 @@ def test_reject(deploy):
     enc = deploy.ok("alice", "encrypt", deploy.image("rejected"))
     req = deploy.ok("carol", "request", "alice", enc["image_id"], "--views", "1")
     deploy.ok("alice", "reject", req["request_id"])
-    deploy.fails("alice", "accept", req["request_id"], code=CLIENT_EXIT_CODES[cerr.ClientError])
+    deploy.fails("alice", "accept", req["request_id"], code=cerr.ClientError.exit_code)
     assert enc["image_id"] not in {r["image_id"] for r in deploy.ok("carol", "images")["received"]}
 
 
@@ -225,9 +224,9 @@ def test_carol_cannot_view_bobs_copy(deploy):
     bobs = {r["image_id"]: r for r in deploy.ok("bob", "images")["received"]}[image_id]["path"]
     stolen = os.path.join(deploy.workdir, "stolen-copy.png")
     shutil.copyfile(bobs, stolen)
-    result = deploy.fails("carol", "view", stolen, code=CLIENT_EXIT_CODES[cerr.AccessDenied])
+    result = deploy.fails("carol", "view", stolen, code=cerr.AccessDenied.exit_code)
     assert "not shared with you" in result.stderr
-    deploy.fails("carol", "view", image_id, code=CLIENT_EXIT_CODES[cerr.UnknownImage])
+    deploy.fails("carol", "view", image_id, code=cerr.UnknownImage.exit_code)
     # bob still has both views
     assert deploy.ok("bob", "view", image_id)["views_left"] == 1
 
@@ -273,7 +272,7 @@ def test_tampered_copy_is_refused(deploy):
         arr = __import__("numpy").array(im)
     arr ^= 1  # flip every least significant bit: every hidden byte changes
     Image.fromarray(arr).save(copy, format="PNG")
-    result = deploy.fails("bob", "view", image_id, code=CLIENT_EXIT_CODES[cerr.AccessDenied])
+    result = deploy.fails("bob", "view", image_id, code=cerr.AccessDenied.exit_code)
     assert "damaged" in result.stderr or "not" in result.stderr
 
 
@@ -286,7 +285,7 @@ def test_bad_input_on_every_command_changes_nothing(deploy, tmp_path):
     before = deploy.snapshot("alice", "bob")
     usage = 2
     deploy.fails("alice", "encrypt", str(tmp_path / "missing.png"), code=usage)
-    deploy.fails("alice", "encrypt", str(not_image), code=CLIENT_EXIT_CODES[InvalidImage])
+    deploy.fails("alice", "encrypt", str(not_image), code=InvalidImage.exit_code)
     deploy.fails("alice", "encrypt", deploy.image("cover-missing"), "--cover", "/nope.png", code=usage)
     deploy.fails(
         "bob",
@@ -295,25 +294,25 @@ def test_bad_input_on_every_command_changes_nothing(deploy, tmp_path):
         enc["image_id"],
         "--views",
         "1",
-        code=CLIENT_EXIT_CODES[cerr.UnknownUser],
+        code=cerr.UnknownUser.exit_code,
     )
     for views in ("-1", "0", "1000000", "abc"):
         deploy.fails("bob", "request", "alice", enc["image_id"], "--views", views, code=usage)
         deploy.fails("bob", "more-views", enc["image_id"], views, code=usage)
     deploy.fails(
-        "bob", "request", "alice", "no-such-image", "--views", "1", code=CLIENT_EXIT_CODES[cerr.UnknownImage]
+        "bob", "request", "alice", "no-such-image", "--views", "1", code=cerr.UnknownImage.exit_code
     )
     deploy.fails("alice", "set-views", "bob", enc["image_id"], "-3", code=usage)
-    deploy.fails("alice", "set-views", "bob", enc["image_id"], "3", code=CLIENT_EXIT_CODES[cerr.UnknownUser])
-    deploy.fails("alice", "revoke", "nobody-here", enc["image_id"], code=CLIENT_EXIT_CODES[cerr.UnknownUser])
-    deploy.fails("alice", "publish", "no-such-image", code=CLIENT_EXIT_CODES[cerr.UnknownImage])
-    deploy.fails("alice", "accept", "ffffffff", code=CLIENT_EXIT_CODES[cerr.UnknownRequest])
-    deploy.fails("alice", "reject", "ffffffff", code=CLIENT_EXIT_CODES[cerr.UnknownRequest])
-    deploy.fails("bob", "view", "no-such-image", code=CLIENT_EXIT_CODES[cerr.UnknownImage])
-    deploy.fails("bob", "more-views", "no-such-image", "2", code=CLIENT_EXIT_CODES[cerr.UnknownImage])
-    wrong = deploy.fails("bob", "login", password="wrong-password-9", code=CLIENT_EXIT_CODES[RequestFailed])
+    deploy.fails("alice", "set-views", "bob", enc["image_id"], "3", code=cerr.UnknownUser.exit_code)
+    deploy.fails("alice", "revoke", "nobody-here", enc["image_id"], code=cerr.UnknownUser.exit_code)
+    deploy.fails("alice", "publish", "no-such-image", code=cerr.UnknownImage.exit_code)
+    deploy.fails("alice", "accept", "ffffffff", code=cerr.UnknownRequest.exit_code)
+    deploy.fails("alice", "reject", "ffffffff", code=cerr.UnknownRequest.exit_code)
+    deploy.fails("bob", "view", "no-such-image", code=cerr.UnknownImage.exit_code)
+    deploy.fails("bob", "more-views", "no-such-image", "2", code=cerr.UnknownImage.exit_code)
+    wrong = deploy.fails("bob", "login", password="wrong-password-9", code=RequestFailed.exit_code)
     assert "bad_credentials" in wrong.stderr
-    deploy.fails("carol", "register", "alice", password=True, code=CLIENT_EXIT_CODES[cerr.AlreadyRegistered])
+    deploy.fails("carol", "register", "alice", password=True, code=cerr.AlreadyRegistered.exit_code)
     assert deploy.snapshot("alice", "bob") == before
     assert deploy.ok("bob", "status")["me"]["signed_in"]  # a wrong password does not sign you out
 

@@ -17,7 +17,8 @@ from cloudp2p.membership.messages import (
     MessageTooLargeError,
 )
 from cloudp2p.membership.node import ClusterNode
-from cloudp2p.membership.protocol import ClusterProtocol, listen_udp, set_receive_buffer
+from cloudp2p.membership.protocol import ClusterProtocol, listen_udp
+from cloudp2p.sockets import set_buffer
 from cloudp2p.testing.memnet import Faults
 
 from .sim import SECRET, Cluster, address
@@ -243,7 +244,7 @@ def test_three_nodes_over_real_udp():
                 if j != i:
                     nodes[i].peers[j] = ("127.0.0.1", ports[j].getHost().port)
             assert ports[i].socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 1 << 16
-            assert set_receive_buffer(ports[i], 1 << 18) >= 1 << 16
+            assert set_buffer(ports[i], 1 << 18) >= 1 << 16
         got = []
         nodes[3].on_app("big", lambda sender, body: got.append((sender, len(body["blob"]))))
         for node in nodes.values():

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from cloudp2p.client.identity import Identity
 from cloudp2p.directory.token_seal import ReplyKey
+from cloudp2p.encryption.keys import UserKeys
 from cloudp2p.testing.cluster import LocalCluster
 from cloudp2p.testing.rawudp import RawClient
 
@@ -72,14 +72,14 @@ def fresh_name(prefix: str = "u") -> str:
     return f"{prefix}{secrets.token_hex(5)}"
 
 
-def register(client: RawClient, cloud: LocalCluster, name: str | None = None) -> tuple[str, Identity]:
+def register(client: RawClient, cloud: LocalCluster, name: str | None = None) -> tuple[str, UserKeys]:
     """A new user registered through ``client``; (name, identity)."""
     name = name or fresh_name()
-    identity = Identity.generate()
+    identity = UserKeys.generate()
     client.result(
         cloud.client_list,
         "register",
-        {"username": name, "password": PASSWORD, "keys": identity.public_keys()},
+        {"username": name, "password": PASSWORD, "keys": identity.public.to_json()},
         timeout=20.0,
     )
     return name, identity
