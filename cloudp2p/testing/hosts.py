@@ -285,6 +285,15 @@ class HostsCloud:
             time.sleep(0.1)
         raise ServerFailedError(f"servers {sorted(want)} did not converge within {timeout} s: {views}")
 
+    def wait_whole(self, timeout: float = 90.0) -> None:
+        """Until every database node is back in one primary component, synced, and every running
+        server agrees on one coordinator: what a fault must wait for before the next one (a
+        second node lost before the first rejoined leaves no majority, and Galera stops)."""
+        if self.database == "galera":
+            for node in self.db.nodes:
+                node.wait_synced(timeout, size=len(self.db.nodes))
+        self.wait_converged(timeout)
+
     def db_node(self, sid: int) -> galera.GaleraNode:
         assert self.db is not None
         return self.db.nodes[self.ids.index(sid)] if self.database == "galera" else self.db.nodes[0]
