@@ -40,6 +40,7 @@ from cloudp2p.config import (
     seconds,
 )
 from cloudp2p.directory.config import SECTION as DIRECTORY_SECTION
+from cloudp2p.directory.config import check_section as check_directory
 from cloudp2p.encryption.config import SECTION as ENCRYPTION_SECTION
 from cloudp2p.errors import ConfigError
 from cloudp2p.membership import config as cluster_config
@@ -167,6 +168,7 @@ def validate(raw: dict[str, Any], origin: str = "<config>") -> dict[str, dict[st
     _check_development_secret(config, origin)
     if server["state_dir"] and not os.path.isdir(server["state_dir"]):
         raise ConfigError(f"{origin}: [server] state_dir: {server['state_dir']!r} is not a directory")
+    check_directory(config["directory"], origin)
     # Cross-checks owned by the membership part (timers, own entry among the peers).
     cluster_config.settings(cluster, own_id, origin)
     return config
