@@ -23,7 +23,6 @@ import base64
 import hashlib
 import json
 import os
-import secrets
 import signal
 import uuid
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from twisted.python.threadpool import ThreadPool
 from cloudp2p.directory import passwords, schema
 from cloudp2p.directory.db import Database, Tx
 from cloudp2p.directory.thumbnails import check_thumbnail
+from cloudp2p.directory.token_seal import new_token
 from cloudp2p.ops import OpError
 
 PAGE_BUDGET = 50_000  # bytes of JSON in one page: the reply datagram may hold 60,000 with its envelope
@@ -103,7 +103,7 @@ class Store:
         session_ttl: float = 86400.0,
         journal_ttl: float = 3600.0,
         cleanup_interval: float = 60.0,
-        scrypt_n: int = 16384,
+        scrypt_n: int = passwords.DEFAULT_N,
         max_queue: int = 1000,
         max_body: int = 16384,
         max_images: int = 256,
@@ -346,12 +346,20 @@ class Store:
         user_id, stored_name, pw_hash = row
         if not await self._on_cpu(passwords.verify_password, password, pw_hash):
             raise OpError("bad_credentials", "unknown username or wrong password")
-        token = secrets.token_urlsafe(32)
+        upgraded = None
+        if (passwords.cost(pw_hash) or 0) < self.scrypt_n:  # an older, cheaper hash: make it current
+            upgraded = await self._on_cpu(passwords.hash_password, password, n=self.scrypt_n)
+        token = new_token()
         th = token_hash(token)
         now = self._now()
         expires = now + self.session_ttl
 
         def work(tx: Tx) -> int:
+            if upgraded is not None:
+                tx.execute(
+                    "UPDATE users SET password = ? WHERE id = ? AND password = ?",
+                    (upgraded, user_id, pw_hash),
+                )
             tx.execute(
                 "INSERT INTO sessions (token_hash, user_id, created, expires) VALUES (?, ?, ?, ?)",
                 (th, user_id, now, expires),
