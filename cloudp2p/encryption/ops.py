@@ -41,6 +41,8 @@ from cloudp2p.encryption.service import EncryptionEngine
 from cloudp2p.errors import CloudP2PError, InvalidImage
 from cloudp2p.ops import JSONDict, OpError, RequestContext
 from cloudp2p.stego.capacity import CapacityError
+from cloudp2p.transfer.errors import BadTransferMeta
+from cloudp2p.transfer.meta import TransferMeta
 
 log = Logger(namespace="cloudp2p.encryption.ops")
 
@@ -53,22 +55,18 @@ def _bad(message: str) -> OpError:
     return OpError("bad_request", message)
 
 
-def transfer_meta(value: Any, name: str, max_size: int) -> dict[str, Any]:
-    """Check ``{"port", "transfer_id", "size", "sha256"}`` from the network."""
-    if not isinstance(value, dict):
-        raise _bad(f"{name} must be an object with port, transfer_id, size and sha256")
-    port, tid, size, digest = (value.get(k) for k in ("port", "transfer_id", "size", "sha256"))
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise _bad(f"{name}.port must be a port number (1-65535)")
-    if not isinstance(tid, str) or not 1 <= len(tid) <= 128 or not tid.isascii():
-        raise _bad(f"{name}.transfer_id must be a short ASCII string")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise _bad(f"{name}.size must be a positive integer")
-    if size > max_size:
+def transfer_meta(value: Any, name: str, max_size: int) -> TransferMeta:
+    """The client's offer ``{"port", "transfer_id", "size", "sha256"}`` from the network, checked."""
+    size = value.get("size") if isinstance(value, dict) else None
+    if isinstance(size, int) and not isinstance(size, bool) and size > max_size:
         raise OpError("image_too_large", f"{name} is {size} bytes; this server accepts at most {max_size}")
-    if not isinstance(digest, str) or not _SHA256.match(digest):
-        raise _bad(f"{name}.sha256 must be 64 lowercase hex characters")
-    return {"port": port, "transfer_id": tid, "size": size, "sha256": digest}
+    try:
+        meta = TransferMeta.from_json(value)
+    except BadTransferMeta as e:
+        raise _bad(f"{name}: {e.detail}") from None
+    if meta.size < 1:
+        raise _bad(f"{name}.size must be a positive integer")
+    return meta
 
 
 def _engine(server: Any) -> EncryptionEngine:
@@ -78,20 +76,20 @@ def _engine(server: Any) -> EncryptionEngine:
     return engine
 
 
-async def _fetch(ctx: RequestContext, engine: EncryptionEngine, meta: dict[str, Any], name: str) -> bytes:
+async def _fetch(ctx: RequestContext, engine: EncryptionEngine, meta: TransferMeta, name: str) -> bytes:
     transfers = getattr(ctx.server, "transfers", None)
     if transfers is None:
         raise OpError("unavailable", "this server cannot transfer images right now; try again")
-    d = transfers.fetch((ctx.client[0], meta["port"]), meta["transfer_id"], meta["size"], meta["sha256"])
+    d = transfers.fetch((ctx.client[0], meta.port), meta.transfer_id, meta.size, meta.sha256)
     d.addTimeout(engine.fetch_timeout, engine.reactor)
     try:
         return await d
     except defer.TimeoutError:
         limit = engine.fetch_timeout
         raise OpError("transfer_failed", f"fetching the {name} took more than {limit:g} s") from None
+    except BadTransferMeta as e:
+        raise _bad(f"{name}: {e}") from None
     except CloudP2PError as e:
-        if type(e).__name__ == "BadTransferMeta":
-            raise _bad(f"{name}: {e}") from None
         raise OpError("transfer_failed", f"fetching the {name} failed: {e}") from None
 
 
@@ -104,10 +102,6 @@ def _transfer_host(server: Any) -> str | None:
         if isinstance(host, str) and host not in ("0.0.0.0", "::", ""):
             return host
     return None
-
-
-def offer_meta(offer: Any) -> dict[str, Any]:
-    return {"port": offer.port, "transfer_id": offer.transfer_id, "size": offer.size, "sha256": offer.sha256}
 
 
 async def encrypt(ctx: RequestContext, args: JSONDict) -> JSONDict:
@@ -151,7 +145,7 @@ async def encrypt(ctx: RequestContext, args: JSONDict) -> JSONDict:
     )
     reply = {
         "image_id": sealed.image_id,
-        "result": offer_meta(offer),
+        "result": offer.meta(),
         # Never the key in clear: this reply crosses UDP and is cached by every server.
         "content_key_sealed": base64.b64encode(
             keywrap.seal_key(sealed.content_key, owner.x25519, sealed.image_id.encode("ascii"))

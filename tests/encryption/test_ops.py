@@ -44,6 +44,9 @@ class FakeOffer:
     def sha256(self):
         return hashlib.sha256(self.data).hexdigest()
 
+    def meta(self):
+        return {"port": self.port, "transfer_id": self.transfer_id, "size": self.size, "sha256": self.sha256}
+
     def when_closed(self):
         d = defer.Deferred()
         if self.closed:
