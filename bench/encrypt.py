@@ -233,6 +233,7 @@ async def start_inprocess(reactor: Any, args: argparse.Namespace, cleanup: list[
     server.directory = None
     server.transfers = TransferManager(reactor, interface=LOCAL, max_per_peer=4 * args.clients)
     server.encryption = EncryptionEngine(reactor, workers=2, authenticate=authenticate)
+    server.config = {}
     cleanup.append(server.transfers.stop)
     cleanup.append(server.encryption.stop)
     counter = iter(range(10**9))

@@ -37,9 +37,8 @@ from twisted.logger import Logger
 
 from cloudp2p.encryption import keywrap
 from cloudp2p.encryption.errors import EncryptionError
-from cloudp2p.encryption.service import EncryptionEngine
 from cloudp2p.errors import CloudP2PError, InvalidImage
-from cloudp2p.ops import JSONDict, OpError, RequestContext
+from cloudp2p.ops import Engine, Handler, Host, JSONDict, OpError, RequestContext
 from cloudp2p.stego.capacity import CapacityError
 from cloudp2p.transfer.errors import BadTransferMeta
 from cloudp2p.transfer.meta import TransferMeta
@@ -69,15 +68,15 @@ def transfer_meta(value: Any, name: str, max_size: int) -> TransferMeta:
     return meta
 
 
-def _engine(server: Any) -> EncryptionEngine:
-    engine = getattr(server, "encryption", None)
+def _engine(server: Host) -> Engine:
+    engine = server.encryption
     if engine is None:
         raise OpError("unavailable", "this server cannot encrypt images right now; try again")
     return engine
 
 
-async def _fetch(ctx: RequestContext, engine: EncryptionEngine, meta: TransferMeta, name: str) -> bytes:
-    transfers = getattr(ctx.server, "transfers", None)
+async def _fetch(ctx: RequestContext, engine: Engine, meta: TransferMeta, name: str) -> bytes:
+    transfers = ctx.server.transfers
     if transfers is None:
         raise OpError("unavailable", "this server cannot transfer images right now; try again")
     d = transfers.fetch((ctx.client[0], meta.port), meta.transfer_id, meta.size, meta.sha256)
@@ -93,9 +92,9 @@ async def _fetch(ctx: RequestContext, engine: EncryptionEngine, meta: TransferMe
         raise OpError("transfer_failed", f"fetching the {name} failed: {e}") from None
 
 
-def _transfer_host(server: Any) -> str | None:
+def _transfer_host(server: Host) -> str | None:
     """The address clients fetch results from, when this server knows it (a specific interface)."""
-    config = getattr(server, "config", None) or {}
+    config = server.config
     interface = config.get("transfer", {}).get("interface")
     client_listen = config.get("server", {}).get("client_listen") or (None, None)
     for host in (interface, client_listen[0]):
@@ -117,7 +116,7 @@ async def encrypt(ctx: RequestContext, args: JSONDict) -> JSONDict:
     name = args.get("name", "")
     if not isinstance(name, str) or len(name) > MAX_NAME:
         raise _bad(f"name must be a string of at most {MAX_NAME} characters")
-    owner = await engine.authenticate(getattr(ctx.server, "directory", None), token)
+    owner = await engine.authenticate(ctx.server.directory, token)
     owner_id = owner.user_id
 
     secret = await _fetch(ctx, engine, image, "image")
@@ -161,5 +160,5 @@ async def encrypt(ctx: RequestContext, args: JSONDict) -> JSONDict:
     return reply
 
 
-def ops(server: Any) -> dict[str, Any]:
+def ops(server: Host) -> dict[str, Handler]:
     return {"encrypt": encrypt}

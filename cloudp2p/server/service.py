@@ -35,14 +35,14 @@ from cloudp2p.encryption.service import EncryptionEngine
 from cloudp2p.errors import ConfigError
 from cloudp2p.membership.load import LoadMeter
 from cloudp2p.membership.node import ClusterNode
-from cloudp2p.ops import Handler, OpRegistry
+from cloudp2p.ops import Handler, Host, OpRegistry
 from cloudp2p.routing import basic_ops, cookies
 from cloudp2p.routing.router import ClientProtocol, Router, RouterSettings
 from cloudp2p.server import config as server_config
 from cloudp2p.sockets import set_buffer
 from cloudp2p.transfer import TransferManager
 
-OpProvider = Callable[[Any], dict[str, Handler]]
+OpProvider = Callable[[Host], dict[str, Handler]]
 
 # Each area's ops(server) -> {name: handler}; append one line per area.
 OP_PROVIDERS: list[OpProvider] = [
@@ -70,14 +70,14 @@ class Server(service.MultiService):
         self.origin = origin
         srv = config["server"]
         self.id: int = srv["id"]
-        self.directory: Any = None
-        self.transfers: Any = None
-        self.encryption: Any = None
+        self.directory: directory.Store | None = None
+        self.transfers: TransferManager | None = None
+        self.encryption: EncryptionEngine | None = None
         self.cluster_settings = server_config.cluster_settings(config, origin)
         self.cpu_pool = ThreadPool(
             minthreads=0, maxthreads=srv["work_threads"], name=f"cloudp2p-work-{self.id}"
         )
-        self.work_queue_limit: int = srv["work_queue"]
+        self.work_queue = basic_ops.WorkQueue(srv["work_queue"])
         self.test_ops: bool = srv["test_ops"]
         self.router: Router | None = None
         self.load_meter = LoadMeter(inflight=lambda: self.router.inflight() if self.router else 0)

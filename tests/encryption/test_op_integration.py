@@ -29,6 +29,7 @@ class Server:
     directory: object
     transfers: TransferManager
     encryption: EncryptionEngine
+    config: dict = attrs.Factory(dict)
 
 
 @pytest.mark.slow

@@ -118,6 +118,7 @@ class FakeServer:
     transfers: Any
     encryption: Any
     directory: Any = "directory"
+    config: Any = attrs.Factory(dict)
 
 
 OWNER_KEYS = UserKeys.generate()
