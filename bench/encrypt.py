@@ -217,6 +217,7 @@ async def start_cluster(reactor: Any, args: argparse.Namespace, cleanup: list[An
 
 
 async def start_inprocess(reactor: Any, args: argparse.Namespace, cleanup: list[Any]):
+    from cloudp2p.encryption.config import EncryptionSettings
     from cloudp2p.encryption.ops import encrypt
     from cloudp2p.encryption.service import EncryptionEngine
     from cloudp2p.ops import RequestContext
@@ -232,8 +233,8 @@ async def start_inprocess(reactor: Any, args: argparse.Namespace, cleanup: list[
     server.reactor = reactor
     server.directory = None
     server.transfers = TransferManager(reactor, interface=LOCAL, max_per_peer=4 * args.clients)
-    server.encryption = EncryptionEngine(reactor, workers=2, authenticate=authenticate)
-    server.config = {}
+    server.encryption = EncryptionEngine(reactor, EncryptionSettings(workers=2), authenticate=authenticate)
+    server.config = None
     cleanup.append(server.transfers.stop)
     cleanup.append(server.encryption.stop)
     counter = iter(range(10**9))

@@ -76,8 +76,7 @@ class Engine(Protocol):
     """The encryption engine (``cloudp2p.encryption.service.EncryptionEngine``) as ``encrypt`` uses it."""
 
     reactor: Any
-    max_image_size: int
-    fetch_timeout: float
+    settings: Any  # the ``[encryption]`` section: ``max_image_size``, ``fetch_timeout``...
 
     async def authenticate(self, directory: Directory | None, token: str) -> Any:
         """The owner behind ``token``, with the key their content key is sealed to."""
@@ -98,7 +97,7 @@ class Host(Protocol):
 
     id: int
     reactor: Any
-    config: Mapping[str, Mapping[str, Any]]
+    config: Any  # the ServerConfig (``config.server``, ``config.transfer``...), None in unit tests
     directory: Directory | None
     transfers: Transfers | None
     encryption: Engine | None

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 import attrs
 
-from cloudp2p.config import Field, Section, in_range, one_of, positive
+from cloudp2p.config import in_range, one_of, positive, section, setting
 
 DEFAULT_URL = "mysql://root@127.0.0.1:3306/cloudp2p"
 _DB_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
@@ -73,24 +73,25 @@ def _power_of_two(value: int) -> int:
     return value
 
 
-SECTION = Section(
-    name="directory",
-    doc="The Directory of Service: users, sessions, presence, shared images and queued messages.",
-    fields={
-        "backend": Field(str, "sqlite", one_of("sqlite", "mysql"), "sqlite (embedded file) or mysql"),
-        "path": Field(str, "var/directory.sqlite3", _check_path, "sqlite: the database file"),
-        "url": Field(str, DEFAULT_URL, _check_url, "mysql: mysql://user:password@host:port/database"),
-        "pool_size": Field(int, 4, in_range(1, 64), "database threads (one connection each)"),
-        "presence_ttl": Field((int, float), 30.0, positive, "seconds of silence before a user is offline"),
-        "session_ttl": Field((int, float), 86400.0, positive, "seconds a session lives after its last use"),
-        "journal_ttl": Field((int, float), 3600.0, positive, "seconds a request's recorded reply is kept"),
-        "cleanup_interval": Field((int, float), 60.0, positive, "seconds between purges of expired rows"),
-        "busy_timeout": Field((int, float), 10.0, positive, "seconds to wait for a database lock"),
-        "scrypt_n": Field(
-            int, 2**17, _power_of_two, "scrypt cost of password hashes (cheaper ones are upgraded at sign-in)"
-        ),
-        "max_queue": Field(int, 1000, in_range(1, 1_000_000), "queued messages kept per user"),
-        "max_body": Field(int, 16384, in_range(256, 40_000), "bytes of JSON in one queued message"),
-        "max_images": Field(int, 256, in_range(1, 100_000), "images one user may publish"),
-    },
-)
+@section("directory")
+class DirectorySettings:
+    """The Directory of Service: users, sessions, presence, shared images and queued messages."""
+
+    backend: str = setting("sqlite", one_of("sqlite", "mysql"), "sqlite (embedded file) or mysql")
+    path: str = setting("var/directory.sqlite3", _check_path, "sqlite: the database file")
+    url: str = setting(DEFAULT_URL, _check_url, "mysql: mysql://user:password@host:port/database")
+    pool_size: int = setting(4, in_range(1, 64), "database threads (one connection each)")
+    presence_ttl: float = setting(30.0, positive, "seconds of silence before a user is offline")
+    session_ttl: float = setting(86400.0, positive, "seconds a session lives after its last use")
+    journal_ttl: float = setting(3600.0, positive, "seconds a request's recorded reply is kept")
+    cleanup_interval: float = setting(60.0, positive, "seconds between purges of expired rows")
+    busy_timeout: float = setting(10.0, positive, "seconds to wait for a database lock")
+    scrypt_n: int = setting(
+        2**17, _power_of_two, "scrypt cost of password hashes (cheaper ones are upgraded at sign-in)"
+    )
+    max_queue: int = setting(1000, in_range(1, 1_000_000), "queued messages kept per user")
+    max_body: int = setting(16384, in_range(256, 40_000), "bytes of JSON in one queued message")
+    max_images: int = setting(256, in_range(1, 100_000), "images one user may publish")
+
+
+SECTION = DirectorySettings.SECTION

@@ -80,11 +80,11 @@ async def _fetch(ctx: RequestContext, engine: Engine, meta: TransferMeta, name: 
     if transfers is None:
         raise OpError("unavailable", "this server cannot transfer images right now; try again")
     d = transfers.fetch((ctx.client[0], meta.port), meta.transfer_id, meta.size, meta.sha256)
-    d.addTimeout(engine.fetch_timeout, engine.reactor)
+    d.addTimeout(engine.settings.fetch_timeout, engine.reactor)
     try:
         return await d
     except defer.TimeoutError:
-        limit = engine.fetch_timeout
+        limit = engine.settings.fetch_timeout
         raise OpError("transfer_failed", f"fetching the {name} took more than {limit:g} s") from None
     except BadTransferMeta as e:
         raise _bad(f"{name}: {e}") from None
@@ -95,8 +95,8 @@ async def _fetch(ctx: RequestContext, engine: Engine, meta: TransferMeta, name: 
 def _transfer_host(server: Host) -> str | None:
     """The address clients fetch results from, when this server knows it (a specific interface)."""
     config = server.config
-    interface = config.get("transfer", {}).get("interface")
-    client_listen = config.get("server", {}).get("client_listen") or (None, None)
+    interface = config.transfer.interface if config is not None else None
+    client_listen = config.server.client_listen if config is not None else (None, None)
     for host in (interface, client_listen[0]):
         if isinstance(host, str) and host not in ("0.0.0.0", "::", ""):
             return host
@@ -110,9 +110,10 @@ async def encrypt(ctx: RequestContext, args: JSONDict) -> JSONDict:
     token = args.get("token")
     if not isinstance(token, str) or not 1 <= len(token) <= MAX_TOKEN or not token.isascii():
         raise OpError("not_signed_in", "this request needs a valid session token; sign in first")
-    image = transfer_meta(args.get("image"), "image", engine.max_image_size)
+    limit = engine.settings.max_image_size
+    image = transfer_meta(args.get("image"), "image", limit)
     cover_arg = args.get("cover")
-    cover_meta = None if cover_arg is None else transfer_meta(cover_arg, "cover", engine.max_image_size)
+    cover_meta = None if cover_arg is None else transfer_meta(cover_arg, "cover", limit)
     name = args.get("name", "")
     if not isinstance(name, str) or len(name) > MAX_NAME:
         raise _bad(f"name must be a string of at most {MAX_NAME} characters")

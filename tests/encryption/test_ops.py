@@ -12,9 +12,11 @@ import pytest
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
+from cloudp2p.config import Schema
 from cloudp2p.encryption import container as c
 from cloudp2p.encryption import format as fmt
 from cloudp2p.encryption import keywrap
+from cloudp2p.encryption.config import EncryptionSettings
 from cloudp2p.encryption.errors import WrongKeyError
 from cloudp2p.encryption.keys import UserKeys
 from cloudp2p.encryption.ops import encrypt, ops
@@ -118,7 +120,7 @@ class FakeServer:
     transfers: Any
     encryption: Any
     directory: Any = "directory"
-    config: Any = attrs.Factory(dict)
+    config: Any = None
 
 
 OWNER_KEYS = UserKeys.generate()
@@ -141,7 +143,9 @@ def setup():
         jobs.append(args)
         return defer.maybeDeferred(fake_seal_job, *args)
 
-    engine = EncryptionEngine(clock, run_job=run_job, authenticate=fake_auth, result_ttl=60, fetch_timeout=5)
+    engine = EncryptionEngine(
+        clock, EncryptionSettings(result_ttl=60, fetch_timeout=5), run_job=run_job, authenticate=fake_auth
+    )
     server = FakeServer(clock, FakeTransfers(), engine)
     return server, clock, jobs
 
@@ -302,11 +306,14 @@ def test_ops_registers_encrypt():
 
 def test_engine_from_config_and_stop():
     clock = task.Clock()
-    engine = EncryptionEngine.from_config(clock, {"result_ttl": 10.0}, run_job=lambda *a: None)
-    assert engine.result_ttl == 10.0 and engine.png_compress_level == 1 and engine.fetch_timeout == 120.0
-    assert engine.png_writer == "fast"
-    pillow = EncryptionEngine.from_config(clock, {"png_writer": "pillow"}, run_job=lambda *a: None)
-    assert pillow.png_writer == "pillow"
+    schema = Schema((EncryptionSettings.SECTION,))
+    section = schema.validate({"encryption": {"result_ttl": 10}})["encryption"]
+    engine = EncryptionEngine(clock, section, run_job=lambda *a: None)
+    s = engine.settings
+    assert s.result_ttl == 10.0 and s.png_compress_level == 1 and s.fetch_timeout == 120.0
+    assert s.png_writer == "fast"
+    pillow = EncryptionEngine(clock, EncryptionSettings(png_writer="pillow"), run_job=lambda *a: None)
+    assert pillow.settings.png_writer == "pillow"
     transfers = FakeTransfers()
     offer = engine.offer_result(transfers, b"png")
     engine.stop()
