@@ -123,3 +123,21 @@ def test_web_config(tmp_path):
     for bad, key in (("port = 70000", "port"), ('host = "localhost"', "host"), ("colour = 1", "colour")):
         with pytest.raises(ConfigError, match=key):
             _config(tmp_path, f"[web]\n{bad}\n")
+
+
+def test_web_open_starts_the_browser_and_never_fails(monkeypatch):
+    import io
+    import webbrowser
+
+    from cloudp2p.client import cli
+
+    opened = []
+    monkeypatch.setattr(webbrowser, "open", lambda url: opened.append(url) or True)
+    err = io.StringIO()
+    cli._open_browser("http://127.0.0.1:1/auth?ticket=t", err)
+    assert opened == ["http://127.0.0.1:1/auth?ticket=t"] and err.getvalue() == ""
+    monkeypatch.setattr(webbrowser, "open", lambda url: False)
+    cli._open_browser("http://127.0.0.1:1/auth?ticket=t", err)
+    assert "no browser found; open the link yourself" in err.getvalue()
+    text = cli.format_result("web", {"url": "http://127.0.0.1:1/auth?ticket=t", "expires_in": 120.0})
+    assert text.startswith("Open http://127.0.0.1:1/auth?ticket=t") and "once, within 120 s" in text
