@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed-stamp
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: install plugins test lint cluster demo fuzz clean screenshots \
+.PHONY: install plugins test lint cluster demo hosts-demo fuzz clean screenshots bench-hosts \
 	bench-election bench-failover bench-balance bench-directory bench-transfer \
 	bench-stego bench-detect bench-encrypt bench-stress
 
@@ -40,11 +40,15 @@ cluster: install
 demo: install
 	$(PY) -m cloudp2p.tools.demo $(ARGS)
 
+# The cloud on five hosts (network namespaces, a Galera node per server host); needs root.
+hosts-demo: install
+	$(PY) -m cloudp2p.tools.hosts_demo $(ARGS)
+
 fuzz: install
 	$(PY) -m bench.fuzz $(ARGS)
 
 bench-election bench-failover bench-balance bench-directory bench-transfer \
-bench-stego bench-detect bench-encrypt bench-stress: install
+bench-stego bench-detect bench-encrypt bench-stress bench-hosts: install
 	$(PY) -m bench.$(subst -,_,$(patsubst bench-%,%,$@)) $(ARGS)
 
 clean:

@@ -9,7 +9,8 @@ Wiring into a server::
     yield store.close()                                  # on stopService
 
 Two backends behind one ``Store``: SQLite (``backend = "sqlite"``, one file the
-local servers share) and MySQL/MariaDB (``backend = "mysql"``, ``url``).
+local servers share) and MySQL/MariaDB (``backend = "mysql"``, ``url``, or ``urls``:
+the nodes of a Galera cluster, this server's own node first).
 See docs/directory.md.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from cloudp2p.directory.config import SECTION, DirectorySettings, parse_mysql_url
+from cloudp2p.directory.config import SECTION, DirectorySettings, mysql_nodes
 from cloudp2p.directory.db import Database
 from cloudp2p.directory.ops import ops
 from cloudp2p.directory.store import CRASH_ENV, Store, crash_hook
@@ -31,7 +32,14 @@ def make_dialect(section: DirectorySettings, *, owner: int | None = None) -> Any
     if section.backend == "mysql":
         from cloudp2p.directory.mysql import MySQLDialect
 
-        return MySQLDialect(parse_mysql_url(section.url), busy_timeout=section.busy_timeout, owner=owner)
+        return MySQLDialect(
+            mysql_nodes(section),
+            busy_timeout=section.busy_timeout,
+            connect_timeout=section.connect_timeout,
+            failover_timeout=section.failover_timeout,
+            failback_interval=section.failback_interval,
+            owner=owner,
+        )
     from cloudp2p.directory.sqlite import SQLiteDialect
 
     return SQLiteDialect(section.path, busy_timeout=section.busy_timeout)

@@ -5,18 +5,22 @@
     [directory]
     backend = "sqlite"                      # or "mysql"
     path = "var/directory.sqlite3"          # sqlite: one file shared by the local servers
-    url = "mysql://root@127.0.0.1:3306/cloudp2p"   # mysql
+    url = "mysql://root@127.0.0.1:3306/cloudp2p"   # mysql, one server
+    urls = ["mysql://u:p@10.0.0.1/cloudp2p", "mysql://u:p@10.0.0.2/cloudp2p"]   # or a Galera
+                                            # cluster's nodes, this server's own node first
     presence_ttl = 30.0                     # seconds without a heartbeat before a user shows offline
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import attrs
 
 from cloudp2p.config import in_range, one_of, positive, section, setting
+from cloudp2p.errors import ConfigError
 
 DEFAULT_URL = "mysql://root@127.0.0.1:3306/cloudp2p"
 _DB_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
@@ -61,6 +65,30 @@ def _check_url(value: str) -> str:
     return value
 
 
+def _check_urls(value: list[Any]) -> list[str]:
+    parsed = []
+    for item in value:
+        if not isinstance(item, str):
+            raise ValueError(f"each node must be a URL string like {DEFAULT_URL}, got {item!r}")
+        parsed.append(parse_mysql_url(item))
+    if len({(u.host, u.port) for u in parsed}) != len(parsed):
+        raise ValueError("lists a node twice")
+    if len({u.database for u in parsed}) > 1:
+        raise ValueError("every node must name the same database (they are one cluster)")
+    return list(value)
+
+
+def mysql_nodes(section: DirectorySettings) -> list[MySQLURL]:
+    """The database nodes to use, in order of preference: ``urls`` if given, else ``url``."""
+    return [parse_mysql_url(u) for u in (section.urls or [section.url])]
+
+
+def check_section(section: DirectorySettings, origin: str) -> None:
+    """Cross-checks between keys (``ConfigError`` names the file and the key)."""
+    if section.urls and section.url != DEFAULT_URL:
+        raise ConfigError(f"{origin}: [directory] urls: give either url (one server) or urls (a cluster)")
+
+
 def _check_path(value: str) -> str:
     if not value or "\x00" in value:
         raise ValueError("must be a file path")
@@ -80,6 +108,14 @@ class DirectorySettings:
     backend: str = setting("sqlite", one_of("sqlite", "mysql"), "sqlite (embedded file) or mysql")
     path: str = setting("var/directory.sqlite3", _check_path, "sqlite: the database file")
     url: str = setting(DEFAULT_URL, _check_url, "mysql: mysql://user:password@host:port/database")
+    urls: list[str] = setting(
+        [], _check_urls, "mysql: the nodes of a Galera cluster, this server's own node first"
+    )
+    connect_timeout: float = setting(5.0, positive, "mysql: seconds to wait for a node to answer")
+    failover_timeout: float = setting(5.0, positive, "mysql: seconds a transaction keeps trying other nodes")
+    failback_interval: float = setting(
+        30.0, positive, "mysql: seconds before a connection moved to another node goes home"
+    )
     pool_size: int = setting(4, in_range(1, 64), "database threads (one connection each)")
     presence_ttl: float = setting(30.0, positive, "seconds of silence before a user is offline")
     session_ttl: float = setting(86400.0, positive, "seconds a session lives after its last use")

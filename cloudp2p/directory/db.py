@@ -35,6 +35,14 @@ FATAL, RETRY, RECONNECT, CONFLICT = "fatal", "retry", "reconnect", "conflict"
 MAX_ATTEMPTS = 8
 
 
+def _unavailable() -> OpError:
+    return OpError(
+        "directory_unavailable",
+        "this server cannot reach a working directory database node (down, or cut off from the "
+        "majority of the cluster); another server may answer, or try again",
+    )
+
+
 class Dialect(Protocol):
     name: str
 
@@ -122,6 +130,10 @@ class Database:
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
+        keep = getattr(self.dialect, "keep", None)
+        if conn is not None and keep is not None and not keep(conn):
+            self._drop_connection()  # moved to another node a while ago: go back to the first
+            conn = None
         if conn is None:
             conn = self.dialect.connect()
             self._local.conn = conn
@@ -142,10 +154,19 @@ class Database:
                 pass
 
     def run_sync(self, fn: Callable[..., T], *args: Any, write: bool) -> T:
-        """Run ``fn(tx, *args)`` in a transaction on the calling thread (a pool thread)."""
+        """Run ``fn(tx, *args)`` in a transaction on the calling thread (a pool thread).
+
+        A database that stays unreachable (every node down or outside the primary component)
+        past the dialect's ``retry_budget`` gives ``OpError("directory_unavailable")``.
+        """
+        budget = getattr(self.dialect, "retry_budget", None)
+        give_up = time.monotonic() + budget if budget is not None else None
+        all_down = getattr(self.dialect, "all_down", None)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             conn = None
             try:
+                if all_down is not None and getattr(self._local, "conn", None) is None and all_down():
+                    raise _unavailable()
                 conn = self._connection()
                 self.dialect.begin(conn, write)
                 cursor = conn.cursor()
@@ -161,10 +182,16 @@ class Database:
             except Exception as e:
                 kind = self.dialect.classify(e)
                 if kind == RECONNECT:
+                    failed = getattr(self.dialect, "connection_failed", None)
+                    if failed is not None and conn is not None:
+                        failed(conn)
                     self._drop_connection()
                 else:
                     self._rollback(conn)
-                if kind == FATAL or attempt == MAX_ATTEMPTS:
+                out_of_time = give_up is not None and time.monotonic() > give_up
+                if kind == RECONNECT and (attempt == MAX_ATTEMPTS or out_of_time):
+                    raise _unavailable() from e
+                if kind == FATAL or attempt == MAX_ATTEMPTS or out_of_time:
                     raise
                 # Back off a little, with jitter, so that two racing servers do not collide again.
                 time.sleep(min(0.5, 0.005 * 2**attempt) * random.random())

@@ -13,7 +13,12 @@ the retries harmless: a request id is run at most once per server and gets the
 same reply every time. The first valid reply from a known server address
 decides: ``{"ok": true}`` fires the Deferred with the result dict, ``{"ok":
 false}`` errbacks with ``RequestFailed(code, message)``; no reply before the
-deadline errbacks with ``CloudUnreachable``. Cancelling the Deferred forgets
+deadline errbacks with ``CloudUnreachable``. One error is not final while other servers
+may still answer: ``directory_unavailable`` (that server's database node is down or cut
+off from the majority of a Galera cluster) is kept, the request goes on to the other
+servers, and it decides only if every server said so or nobody else answered by the
+deadline; so a client that reaches both sides of a partition gets the majority's answer,
+and a client that reaches only the minority gets a clear error. Cancelling the Deferred forgets
 the request. Replies from unknown addresses, late duplicates and malformed
 datagrams are counted and dropped.
 
@@ -42,6 +47,8 @@ from cloudp2p.routing import client_wire as wire
 from cloudp2p.sockets import set_buffer
 
 Address = tuple[str, int]
+# Errors that say "not here": another server may still succeed (see the module docstring).
+SOFT_ERRORS = frozenset({"directory_unavailable"})
 
 
 @attrs.define
@@ -54,6 +61,8 @@ class _Outstanding:
     delay: float
     timer: Any = None
     sends: int = 0
+    soft_error: RequestFailed | None = None  # kept until another server answers or time runs out
+    soft_from: set[Address] = attrs.field(factory=set)
     with_cookie: dict[str, bytes] = attrs.field(factory=dict)  # cookie -> the datagram carrying it
 
     def datagram_for(self, cookie: str | None) -> bytes:
@@ -197,6 +206,9 @@ class ClientRouter:
             return
         entry.timer = None
         now = self.reactor.seconds()
+        if now >= entry.deadline and entry.soft_error is not None:
+            self._finish(rid, entry.soft_error)
+            return
         if now >= entry.deadline:
             self.counters["timeouts"] += 1
             where = ", ".join(f"{h}:{p}" for h, p in entry.targets)
@@ -256,7 +268,14 @@ class ClientRouter:
             self._finish(reply.request_id, reply.body["result"])
         else:
             error = reply.body["error"]
-            self._finish(reply.request_id, request_failed(error["code"], error["message"]))
+            failure = request_failed(error["code"], error["message"])
+            if error["code"] in SOFT_ERRORS:
+                self.counters["soft_errors"] += 1
+                entry.soft_error = failure
+                entry.soft_from.add(source)
+                if entry.soft_from < set(entry.targets):
+                    return  # others may still answer
+            self._finish(reply.request_id, failure)
 
     def _forget(self, rid: str) -> None:
         entry = self._outstanding.pop(rid, None)

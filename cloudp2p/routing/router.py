@@ -105,10 +105,6 @@ class RouterSettings:
     challenge_interval: float = 0.2  # ... then one per this many seconds
     challenge_rate: float = 2000.0  # cookie challenges per second to all sources together
     auth_ops: frozenset[str] = frozenset({"sign_in", "register"})  # each runs scrypt
-    auth_source_burst: int = 10  # auth_ops from one source at once ...
-    auth_source_interval: float = 2.0  # ... then one per this many seconds
-    auth_user_burst: int = 5  # auth_ops naming one user name at once ...
-    auth_user_interval: float = 10.0  # ... then one per this many seconds
     rate_table_size: int = 4096  # keys per rate-limit table
 
 

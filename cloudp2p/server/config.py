@@ -39,6 +39,7 @@ from cloudp2p.config import (
     setting,
 )
 from cloudp2p.directory.config import DirectorySettings
+from cloudp2p.directory.config import check_section as check_directory
 from cloudp2p.encryption.config import EncryptionSettings
 from cloudp2p.errors import ConfigError
 from cloudp2p.membership import config as cluster_config
@@ -135,6 +136,7 @@ def validate(raw: dict[str, Any], origin: str = "<config>") -> ServerConfig:
     _check_development_secret(config, origin)
     if server.state_dir and not os.path.isdir(server.state_dir):
         raise ConfigError(f"{origin}: [server] state_dir: {server.state_dir!r} is not a directory")
+    check_directory(config.directory, origin)
     # Cross-checks owned by the membership part (timers, own entry among the peers).
     cluster_config.settings(cluster, own_id, origin)
     return config

@@ -43,6 +43,9 @@ class DaemonProcess:
         self.label = label
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        # Put before the command line, e.g. ``["ip", "netns", "exec", NS]`` to run it in another
+        # network namespace (cloudp2p/testing/hosts.py); that command must exec, not fork.
+        self.prefix: list[str] = []
 
     def _spawn(
         self, args: list[str], *, cwd: str, env: Mapping[str, str] | None = None, stdout: Any = None
@@ -54,7 +57,8 @@ class DaemonProcess:
             os.replace(self.log_path, f"{self.log_path}.{self.starts}")
         environment = dict(os.environ if env is None else env)
         environment.setdefault("PYTHONUNBUFFERED", "1")
-        command = [*twistd_command(), "-n", "--pidfile=", "--logfile", self.log_path or "-", *args]
+        logfile = self.log_path or "-"
+        command = [*self.prefix, *twistd_command(), "-n", "--pidfile=", "--logfile", logfile, *args]
         self.process = subprocess.Popen(
             command,
             cwd=cwd,

@@ -100,6 +100,34 @@ def test_error_reply_is_request_failed_with_code():
     assert box[0].value.code == "username_taken" and box[0].value.message == "pick another"
 
 
+UNAVAILABLE = {"ok": False, "error": {"code": "directory_unavailable", "message": "minority"}}
+
+
+def test_a_minority_servers_directory_unavailable_waits_for_the_majority():
+    """One server's database node is cut off (it answers at once): the other's success wins."""
+    net, servers, router = setup([UNAVAILABLE, {"ok": True, "result": {"user_id": "u"}}], answer_copy=1)
+    servers[1].answer_copy = 3  # the majority side answers only the third copy (1.75 s later)
+    box = outcome(router.submit("register", {}))
+    net.run(5.0, until=lambda: box)
+    assert box == [{"user_id": "u"}]
+    assert router.counters["soft_errors"] >= 1
+
+
+def test_directory_unavailable_from_every_server_fails_at_once():
+    net, servers, router = setup([UNAVAILABLE, UNAVAILABLE], timeout=10.0)
+    box = outcome(router.submit("register", {}))
+    net.run(0.1)
+    assert box and box[0].check(RequestFailed) and box[0].value.code == "directory_unavailable"
+
+
+def test_directory_unavailable_and_silence_fails_with_that_error_at_the_deadline():
+    net, servers, router = setup([UNAVAILABLE, None], timeout=2.0)
+    box = outcome(router.submit("register", {}))
+    assert not net.run(1.9, until=lambda: box)
+    net.run(0.3, until=lambda: box)
+    assert box and box[0].check(RequestFailed) and box[0].value.code == "directory_unavailable"
+
+
 def test_deadline_gives_cloud_unreachable_naming_the_op_and_servers():
     net, servers, router = setup([None, None], timeout=2.0)
     box = outcome(router.submit("sign_in", {}))
