@@ -81,8 +81,14 @@ class Engine(Protocol):
     async def authenticate(self, directory: Directory | None, token: str) -> Any:
         """The owner behind ``token``, with the key their content key is sealed to."""
 
-    async def seal(self, secret: bytes, cover: bytes | None) -> Any:
-        """Hide ``secret`` in a cover, off the reactor."""
+    def admit(self, secret_size: int, cover_size: int | None, *, may_refuse: bool) -> Any:
+        """A place in the queue of encrypt work (a ticket), or ``Busy``."""
+
+    def release(self, ticket: Any) -> None:
+        """Give the ticket's place back."""
+
+    async def seal(self, secret: bytes, cover: bytes | None, ticket: Any = None) -> Any:
+        """Hide ``secret`` in a cover, off the reactor, in the ticket's turn."""
 
     def offer_result(self, transfers: Transfers, png: bytes) -> Offered:
         """Offer the result PNG until fetched once or expired."""
@@ -124,6 +130,27 @@ class OpError(Exception):
         return {"ok": False, "error": {"code": self.code, "message": self.message}}
 
 
+BUSY = "busy"
+
+
+class Busy(OpError):
+    """This server has more work queued than it can start soon: another server should run the request.
+
+    A handler raises it only when ``ctx.may_refuse``; the router then hands the
+    request to another server instead of replying (docs/cluster-router.md,
+    "Busy"). The client never sees it.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(BUSY, message)
+
+
+def is_busy(body: JSONDict) -> bool:
+    """Whether a reply body is a ``Busy`` refusal."""
+    error = body.get("error") if not body.get("ok") else None
+    return isinstance(error, dict) and error.get("code") == BUSY
+
+
 @attrs.frozen
 class RequestContext:
     """What a handler knows about the request it is running."""
@@ -132,6 +159,7 @@ class RequestContext:
     op: str
     client: tuple[str, int]
     server: Host
+    may_refuse: bool = False  # the router can give the request to another server if this one is ``Busy``
 
 
 Handler = Callable[[RequestContext, JSONDict], Awaitable[JSONDict]]

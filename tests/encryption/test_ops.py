@@ -121,6 +121,7 @@ class FakeServer:
     encryption: Any
     directory: Any = "directory"
     config: Any = None
+    order: list[Any] = attrs.field(factory=list)  # (priority, cost) of each job sent to the pool
 
 
 OWNER_KEYS = UserKeys.generate()
@@ -137,16 +138,19 @@ async def fake_auth(directory, token):
 def setup():
     clock = task.Clock()
     jobs = []
+    order = []
 
-    def run_job(fn, *args):
+    def run_job(fn, *args, priority=None, cost=0, on_start=None):
         assert fn is c.seal_job  # the handler sends the real job to the pool
         jobs.append(args)
+        order.append((priority, cost))
         return defer.maybeDeferred(fake_seal_job, *args)
 
     engine = EncryptionEngine(
         clock, EncryptionSettings(result_ttl=60, fetch_timeout=5), run_job=run_job, authenticate=fake_auth
     )
     server = FakeServer(clock, FakeTransfers(), engine)
+    server.order = order
     return server, clock, jobs
 
 
