@@ -112,6 +112,9 @@ def test_the_whole_story_across_hosts(cloud):
     assert _ok(bob, "view", enc["image_id"])["views_left"] == 2
     for sid in cloud.ids:  # every server's own node has the users
         assert {"alice", "bob"} <= {r[0] for r in cloud.sql("SELECT username_key FROM users", sid=sid)}
+    # three servers started together on three nodes: the schema was migrated by exactly one
+    migrated = [sid for sid, server in cloud.servers.items() if "schema version 0 -> 1" in server.log_text()]
+    assert len(migrated) == 1, migrated
 
 
 def test_db_node_killed_mid_stream_every_request_once(cloud):
