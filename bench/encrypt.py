@@ -1,6 +1,7 @@
 """Benchmark: end-to-end `encrypt` of a 1 MB photo from 10 concurrent clients.
 
     python -m bench.encrypt [--mode cluster|inprocess] [--clients 10] [--requests 3] [--servers 3]
+                            [--baseline REF|none] [--writer-sizes 1,4,12]
 
 ``--mode cluster`` (default, what ``make bench-encrypt`` runs): starts a real
 cloud of ``--servers`` ``twistd`` servers on free loopback ports (one shared
@@ -14,9 +15,25 @@ submit to the verified result bytes in hand.
 called in this process (real UDP transfers, real process pool, no router and
 no directory): the pipeline's own cost, for comparison.
 
-In the same run a single client does the same first (the baseline), so the
-figures include the concurrent p50 against the lone client's. Every figure is
-one ``name: value`` line. Loops are bounded in count and time.
+In the same run a single client does the same first, so the figures include
+the concurrent p50 against the lone client's.
+
+``--baseline REF`` (cluster mode; default ``BEFORE_ISSUE_16``, the last main
+before the fast PNG writer and the encrypt scheduling): the same benchmark is
+first run against servers that run REF's ``cloudp2p`` package (``git
+archive`` into a temporary directory, put first on the servers'
+``PYTHONPATH``; the clients are this tree's), and every figure is printed
+again as ``baseline_NAME``, with ``NAME_vs_baseline`` ratios: today's path and
+the new one, on the same machine in the same run. ``none`` skips it.
+
+Before the cloud starts, the PNG writer is compared with Pillow's level 1 on
+stego covers of ``--writer-sizes`` megapixels (``bench.stego.png_figures``),
+and the viewer's side is timed on the result of a 1 MB photo, with the fast
+PNG reader and writer and with Pillow's (the path before issue 16): ``grant``
+(the owner's accept: decode, write the wrapped key, encode) and
+``open_for_view`` (decode, use a view, encode), ``container_*`` lines.
+
+Every figure is one ``name: value`` line. Loops are bounded in count and time.
 """
 
 from __future__ import annotations
@@ -27,17 +44,20 @@ import io
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
 
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
 
 from cloudp2p.directory.token_seal import sign_in
 from cloudp2p.encryption import keywrap
 
 LOCAL = "127.0.0.1"
+BEFORE_ISSUE_16 = "07a4944"  # main just before the fast PNG writer and the encrypt scheduling
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 PHOTO_BYTES = 1_000_000
 PHOTO_SOURCE = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "coffee.png")
 
@@ -129,48 +149,141 @@ async def run_clients(clients: list[Client], photo: bytes, requests: int, deadli
     return {"latencies": latencies, "psnrs": psnrs, "sizes": sizes, "errors": errors, "wall": wall}
 
 
-def report(prefix: str, result: dict[str, Any]) -> None:
+def report(prefix: str, result: dict[str, Any]) -> dict[str, float]:
+    """Print the figures of one phase; return them by name (without ``prefix``'s ``baseline_``)."""
     lat = result["latencies"]
-    print(f"{prefix}completed: {len(lat)}")
-    print(f"{prefix}errors: {len(result['errors'])}")
+    figures: dict[str, float] = {"completed": len(lat), "errors": len(result["errors"])}
     if lat:
-        print(f"{prefix}p50_latency_s: {percentile(lat, 0.5):.3f}")
-        print(f"{prefix}p95_latency_s: {percentile(lat, 0.95):.3f}")
-        print(f"{prefix}requests_per_s: {len(lat) / result['wall']:.3f}")
+        figures["p50_latency_s"] = percentile(lat, 0.5)
+        figures["p95_latency_s"] = percentile(lat, 0.95)
+        figures["requests_per_s"] = len(lat) / result["wall"]
     if result["psnrs"]:
-        print(f"{prefix}mean_psnr_db: {statistics.mean(result['psnrs']):.2f}")
+        figures["mean_psnr_db"] = statistics.mean(result["psnrs"])
     if result["sizes"]:
-        print(f"{prefix}result_png_bytes: {int(statistics.mean(result['sizes']))}")
+        figures["result_png_bytes"] = int(statistics.mean(result["sizes"]))
+    formats = {"completed": "{:d}", "errors": "{:d}", "mean_psnr_db": "{:.2f}", "result_png_bytes": "{:d}"}
+    for name, value in figures.items():
+        text = formats.get(name, "{:.3f}").format(int(value) if formats.get(name) == "{:d}" else value)
+        print(f"{prefix}{name}: {text}")
     for err in sorted(set(result["errors"]))[:5]:
         print(f"# {prefix}error: {err}", file=sys.stderr)
+    base = prefix.removeprefix("baseline_")
+    return {base + name: value for name, value in figures.items()}
 
 
-async def bench(reactor: Any, args: argparse.Namespace) -> None:
-    photo = make_photo()
-    print(f"photo_bytes: {len(photo)}")
+def snapshot(ref: str, into: str) -> str:
+    """REF's ``cloudp2p`` package extracted under ``into`` (a directory to put on PYTHONPATH)."""
+    archive = subprocess.run(
+        ["git", "-C", REPO, "archive", "--format=tar", ref, "cloudp2p"], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", into], input=archive.stdout, check=True)
+    return into
+
+
+def writer_figures(sizes: list[float]) -> None:
+    """The fast PNG writer against Pillow level 1 on stego covers (bench-stego's figures)."""
+    from bench.stego import cover_of, png_figures
+    from cloudp2p.stego import engine
+
+    for mp in sizes:
+        cover = cover_of(mp)
+        stego = engine.embed(cover, os.urandom(engine.capacity_bits(cover.shape) // 16), b"bench-encrypt")
+        png_figures(stego, f"{mp:g}mp", 3)
+
+
+def container_figures(photo: bytes, repeat: int = 3) -> None:
+    """``grant`` and ``open_for_view`` on a 1 MB photo's container: fast PNG path against Pillow's."""
+    import math
+
+    from bench.stego import best_of
+    from cloudp2p.encryption import container
+    from cloudp2p.encryption.keys import UserKeys
+    from cloudp2p.encryption.ledger import Ledger
+    from cloudp2p.stego import imaging
+
+    owner, viewer = UserKeys.generate(), UserKeys.generate()
+    sealed = container.seal_job(photo, None)
+    tmp = tempfile.mkdtemp(prefix="cloudp2p-bench-view-")
+    fast_reader = imaging.png_to_array
+
+    def pillow_reader(data: bytes, *, max_pixels: int = imaging.DEFAULT_MAX_PIXELS):
+        return imaging.to_cover_array(imaging.load_image(data, max_pixels=max_pixels))
+
+    def grant(writer: str) -> bytes:
+        carrier = container.load_carrier(sealed.png)
+        container.grant_carrier(
+            carrier,
+            sealed.content_key,
+            owner_ed25519=owner.ed25519_private,
+            owner_id="owner",
+            viewer_id="viewer",
+            viewer_x25519_pub=viewer.public.x25519,
+            views=10**6,
+        )
+        return container.save_carrier(carrier, writer=writer)
+
+    def view(copy: bytes, writer: str, ledger: Ledger) -> bytes:
+        carrier = container.load_carrier(copy)
+        image, _, changed = container.view_carrier(
+            carrier,
+            viewer_x25519=viewer.x25519_private,
+            viewer_id="viewer",
+            owner_id="owner",
+            owner_ed25519_pub=owner.public.ed25519,
+            ledger=ledger,
+        )
+        assert image == photo and changed
+        return container.save_carrier(carrier, writer=writer)
+
+    times = {}
+    try:
+        for path, writer, reader in (("pillow", "pillow", pillow_reader), ("fast", "fast", fast_reader)):
+            imaging.png_to_array = reader  # container.load_carrier reads through it
+            try:
+                grant_s, copy = best_of(repeat, grant, writer)
+                ledger = Ledger(os.path.join(tmp, f"ledger-{path}.json"))
+                view_s, _ = best_of(repeat, view, copy, writer, ledger)
+            finally:
+                imaging.png_to_array = fast_reader
+            times[path] = (grant_s, view_s)
+            print(f"container_grant_ms_{path}: {grant_s * 1e3:.1f}")
+            print(f"container_view_ms_{path}: {view_s * 1e3:.1f}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for i, name in enumerate(("grant", "view")):
+        ratio = times["pillow"][i] / times["fast"][i] if times["fast"][i] else math.nan
+        print(f"container_{name}_speedup: {ratio:.2f}")
+
+
+async def run_once(
+    reactor: Any, args: argparse.Namespace, photo: bytes, prefix: str, baseline_path: str | None
+):
+    """One cloud, warm-up, one client alone, then all clients; prints the figures, returns them."""
     cleanup: list[Any] = []
+    figures: dict[str, float] = {}
     try:
         if args.mode == "cluster":
-            submit, tokens = await start_cluster(reactor, args, cleanup)
+            submit, tokens = await start_cluster(reactor, args, cleanup, baseline_path)
         else:
             submit, tokens = await start_inprocess(reactor, args, cleanup)
         clients = [Client(reactor, submit, tokens[i]) for i in range(args.clients)]
         cleanup.extend(c.stop for c in clients)
         deadline = time.monotonic() + args.max_seconds
         # Warm-up: start the worker processes and load the cover library everywhere.
-        await run_clients(clients[: args.servers], photo, 1, deadline)
+        await run_clients(clients[: max(args.servers, 2 * args.servers)], photo, 1, deadline)
         base = await run_clients(clients[:1], photo, args.requests, deadline)
-        report("single_", base)
+        figures.update(report(prefix + "single_", base))
         result = await run_clients(clients, photo, args.requests, deadline)
-        print(f"clients: {args.clients}")
-        print(f"servers: {args.servers if args.mode == 'cluster' else 0}")
-        report("", result)
+        print(f"{prefix}clients: {args.clients}")
+        print(f"{prefix}servers: {args.servers if args.mode == 'cluster' else 0}")
+        figures.update(report(prefix, result))
         if base["latencies"] and result["latencies"]:
             ratio = percentile(result["latencies"], 0.5) / percentile(base["latencies"], 0.5)
-            print(f"p50_vs_single_client: {ratio:.2f}")
+            print(f"{prefix}p50_vs_single_client: {ratio:.2f}")
             single_rate = len(base["latencies"]) / base["wall"]
             print(
-                f"throughput_vs_single_client: {len(result['latencies']) / result['wall'] / single_rate:.2f}"
+                f"{prefix}throughput_vs_single_client: "
+                f"{len(result['latencies']) / result['wall'] / single_rate:.2f}"
             )
     finally:
         for stop in reversed(cleanup):
@@ -180,9 +293,44 @@ async def bench(reactor: Any, args: argparse.Namespace) -> None:
                     await d
             except Exception as e:  # noqa: BLE001
                 print(f"# cleanup: {e}", file=sys.stderr)
+    return figures
 
 
-async def start_cluster(reactor: Any, args: argparse.Namespace, cleanup: list[Any]):
+async def bench(reactor: Any, args: argparse.Namespace) -> None:
+    photo = make_photo()
+    print(f"photo_bytes: {len(photo)}")
+    sizes = [float(x) for x in args.writer_sizes.split(",") if x.strip()]
+    if sizes:
+        await threads.deferToThread(writer_figures, sizes)
+        await threads.deferToThread(container_figures, photo)
+    old: dict[str, float] = {}
+    if args.mode == "cluster" and args.baseline != "none":
+        tmp = tempfile.mkdtemp(prefix="cloudp2p-bench-baseline-")
+        try:
+            try:
+                path = snapshot(args.baseline, tmp)
+            except (OSError, subprocess.CalledProcessError) as e:
+                print(f"# baseline {args.baseline} unavailable: {e}", file=sys.stderr)
+            else:
+                print(f"baseline_ref: {args.baseline}")
+                old = await run_once(reactor, args, photo, "baseline_", path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    new = await run_once(reactor, args, photo, "", None)
+    for name in (
+        "requests_per_s",
+        "single_p50_latency_s",
+        "p50_latency_s",
+        "p95_latency_s",
+        "result_png_bytes",
+    ):
+        if old.get(name) and new.get(name):
+            print(f"{name}_vs_baseline: {new[name] / old[name]:.2f}")
+
+
+async def start_cluster(
+    reactor: Any, args: argparse.Namespace, cleanup: list[Any], pythonpath: str | None = None
+):
     from cloudp2p.encryption.keys import UserKeys
     from cloudp2p.routing.client import ClientRouter
     from cloudp2p.testing.cluster import LocalCluster
@@ -199,6 +347,9 @@ async def start_cluster(reactor: Any, args: argparse.Namespace, cleanup: list[An
         "encryption": {"workers": 2},
     }
     cloud = LocalCluster(tmp, args.servers, overrides=overrides)
+    if pythonpath is not None:  # the baseline: the servers run another tree's cloudp2p package
+        for server in cloud.servers.values():
+            server.env = {**os.environ, "PYTHONPATH": pythonpath}
     cleanup.append(cloud.stop)
     await task.deferLater(reactor, 0, cloud.start)
     await task.deferLater(reactor, 0, cloud.wait_converged)
@@ -217,13 +368,16 @@ async def start_cluster(reactor: Any, args: argparse.Namespace, cleanup: list[An
 
 
 async def start_inprocess(reactor: Any, args: argparse.Namespace, cleanup: list[Any]):
+    from cloudp2p.encryption.keys import UserKeys
     from cloudp2p.encryption.ops import encrypt
-    from cloudp2p.encryption.service import EncryptionEngine
+    from cloudp2p.encryption.service import EncryptionEngine, Owner
     from cloudp2p.ops import RequestContext
     from cloudp2p.transfer import TransferManager
 
-    async def authenticate(directory: Any, token: str) -> str:
-        return token
+    owner_key = UserKeys.generate().public.x25519
+
+    async def authenticate(directory: Any, token: str) -> Owner:
+        return Owner(token, owner_key)
 
     class Server:
         pass
@@ -251,6 +405,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=3, help="requests per client")
     parser.add_argument("--servers", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the servers' configs and logs")
+    parser.add_argument(
+        "--baseline", default=BEFORE_ISSUE_16, help="git ref whose servers to measure first, or none"
+    )
+    parser.add_argument(
+        "--writer-sizes", default="1,4,12", help="megapixels for the PNG writer figures, or ''"
+    )
     parser.add_argument(
         "--max-seconds", type=float, default=600.0, help="stop starting new requests after this"
     )

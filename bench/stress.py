@@ -10,6 +10,12 @@ else a shared SQLite file), then ``--users`` simulated users in this process
 lookups, publish/unpublish, queued messages, sign_out/sign_in, encrypt of a
 small and of a ~1 MB photo) until ``--requests`` requests have been sent.
 
+``--old-encrypt``: the servers encrypt the way they did before issue 16
+(``[encryption] png_writer = "pillow"``, ``queue_order = "arrival"``: Pillow's
+PNG encoder, one first-come-first-served queue, never busy), to measure the
+new path against in the same session. (Running the old servers themselves is
+not possible: the directory schema has moved on since.)
+
 ``--outages``: every few seconds one server chosen at random stops answering
 for a random 2-20 s (SIGSTOP/SIGCONT, or one time in four kill -9 and a
 restart), then must catch up: every running server's status must name the same
@@ -216,7 +222,10 @@ async def stress(reactor: Any, args: argparse.Namespace) -> int:
         # 4 % of the mix): not the password guessing the per-user limit is there for.
         "server": {"auth_user_burst": 1000},
     }
+    if args.old_encrypt:
+        overrides["encryption"].update({"png_writer": "pillow", "queue_order": "arrival"})
     figures: dict[str, Any] = {"backend": backend, "users": args.users, "seed": args.seed}
+    figures["encrypt_path"] = "old" if args.old_encrypt else "new"
     ok = False
     try:
         cloud = LocalCluster(tmp, 3, overrides=overrides)
@@ -334,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=900.0, help="hard bound on the load phase")
     parser.add_argument("--scrypt-n", type=int, default=16384, help="directory password hashing cost")
     parser.add_argument("--keep", action="store_true", help="keep the servers' configs and logs")
+    parser.add_argument(
+        "--old-encrypt", action="store_true", help="Pillow PNG and a FIFO encrypt queue (before issue 16)"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.users <= 500 or not 1 <= args.requests <= 1_000_000 or args.max_seconds <= 0:
         parser.error("--users 1..500, --requests 1..1000000, --max-seconds > 0")

@@ -44,6 +44,27 @@ class OpError(Exception):
         return {"ok": False, "error": {"code": self.code, "message": self.message}}
 
 
+BUSY = "busy"
+
+
+class Busy(OpError):
+    """This server has more work queued than it can start soon: another server should run the request.
+
+    A handler raises it only when ``ctx.may_refuse``; the router then hands the
+    request to another server instead of replying (docs/cluster-router.md,
+    "Busy"). The client never sees it.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(BUSY, message)
+
+
+def is_busy(body: JSONDict) -> bool:
+    """Whether a reply body is a ``Busy`` refusal."""
+    error = body.get("error") if not body.get("ok") else None
+    return isinstance(error, dict) and error.get("code") == BUSY
+
+
 @attrs.frozen
 class RequestContext:
     """What a handler knows about the request it is running."""
@@ -52,6 +73,7 @@ class RequestContext:
     op: str
     client: tuple[str, int]
     server: Any  # the server's service object: directory, transfers, worker pool...
+    may_refuse: bool = False  # the router can give the request to another server if this one is ``Busy``
 
 
 Handler = Callable[[RequestContext, JSONDict], Awaitable[JSONDict]]

@@ -5,6 +5,8 @@ covers_dir = ""            # extra cover images (PNG/JPEG) besides the built-in 
 workers = 2                # processes that hide images (CPU-bound work never runs on the reactor)
 png_compress_level = 1     # effort 0-9 for result PNGs (the fast writer maps it to ISA-L's 0-3)
 png_writer = "fast"        # "fast" (numpy + ISA-L, stego/pngcodec.py) or "pillow" (the slower old path)
+busy_after = 1.0           # seconds of queued work before a job is refused for another server; 0 = never
+queue_order = "smallest_first"  # or "arrival" (first come first served, never busy: the old order)
 max_image_size = 67108864  # largest secret or cover accepted, bytes
 fetch_timeout = 120.0      # seconds to fetch the client's image (and cover)
 result_ttl = 300.0         # seconds the result stays offered for the client to fetch
@@ -33,6 +35,10 @@ SECTION = Section(
         "workers": Field(int, 2, in_range(1, 64), "processes that hide images"),
         "png_compress_level": Field(int, 1, in_range(0, 9), "zlib-style level of result PNGs"),
         "png_writer": Field(str, "fast", one_of("fast", "pillow"), "PNG encoder of result images"),
+        "busy_after": Field((int, float), 1.0, in_range(0, 3600), "seconds of queued work before busy"),
+        "queue_order": Field(
+            str, "smallest_first", one_of("smallest_first", "arrival"), "order of waiting encrypt jobs"
+        ),
         "max_image_size": Field(int, 64 * 1024 * 1024, in_range(1024, 2**31), "largest secret/cover, bytes"),
         "fetch_timeout": Field((int, float), 120.0, seconds, "seconds to fetch the client's image"),
         "result_ttl": Field((int, float), 300.0, seconds, "seconds the result stays offered"),

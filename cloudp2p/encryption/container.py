@@ -197,7 +197,7 @@ def prepare_secret(secret: bytes) -> bytes:
 
     if not isinstance(secret, bytes | bytearray) or not secret:
         raise InvalidImage("the image to hide is empty")
-    imaging.load_image(bytes(secret))
+    imaging.load_image(bytes(secret), draft=True)  # a check only: JPEGs at 1/8 scale, 2-3x faster
     return fmt.compress_secret(bytes(secret))
 
 

@@ -23,7 +23,11 @@ again from the client's offers and produces a new image id and key; the
 router delivers one reply.
 
 Error codes: ``bad_request``, ``not_signed_in``, ``image_too_large``,
-``transfer_failed``, ``invalid_image``, ``cover_too_small``, ``unavailable``.
+``transfer_failed``, ``invalid_image``, ``cover_too_small``, ``unavailable``;
+and ``busy`` (never seen by the client): when the router allows it
+(``ctx.may_refuse``) and this server's queue would make the job wait longer
+than ``[encryption] busy_after``, before anything is fetched, so that the
+router gives the request to another server (``scheduling.py``).
 """
 
 from __future__ import annotations
@@ -123,13 +127,30 @@ async def encrypt(ctx: RequestContext, args: JSONDict) -> JSONDict:
     name = args.get("name", "")
     if not isinstance(name, str) or len(name) > MAX_NAME:
         raise _bad(f"name must be a string of at most {MAX_NAME} characters")
+    cover_size = None if cover_meta is None else cover_meta["size"]
+    ticket = engine.admit(image["size"], cover_size, may_refuse=ctx.may_refuse)  # may raise Busy
+    try:
+        return await _encrypt_admitted(ctx, engine, ticket, token, image, cover_meta, name)
+    finally:
+        engine.release(ticket)
+
+
+async def _encrypt_admitted(
+    ctx: RequestContext,
+    engine: EncryptionEngine,
+    ticket: Any,
+    token: str,
+    image: dict[str, Any],
+    cover_meta: dict[str, Any] | None,
+    name: str,
+) -> JSONDict:
     owner = await engine.authenticate(getattr(ctx.server, "directory", None), token)
     owner_id = owner.user_id
 
     secret = await _fetch(ctx, engine, image, "image")
     cover = None if cover_meta is None else await _fetch(ctx, engine, cover_meta, "cover")
     try:
-        sealed = await engine.seal(secret, cover)
+        sealed = await engine.seal(secret, cover, ticket)
     except InvalidImage as e:
         raise OpError("invalid_image", str(e)) from None
     except EncryptionError as e:

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 
 from cloudp2p.encryption import container
 from cloudp2p.encryption.config import SECTION
+from cloudp2p.encryption.scheduling import DEFAULT_AGEING_RATE, Scheduler, Ticket, estimate_work
 from cloudp2p.ops import OpError
 
 JobRunner = Callable[..., "defer.Deferred[Any]"]
@@ -51,22 +52,32 @@ async def directory_authenticator(directory: Any, token: str) -> Owner:
     return Owner(user_id, x25519)
 
 
-def _pool_runner(reactor: Any, workers: int) -> tuple[JobRunner, Callable[[], None]]:
-    """A process pool of ``workers`` for seals (created on first use) and its shutdown."""
-    holder: list[Any] = []
+def _unmeasured() -> float | None:
+    return None
 
-    def run(fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+
+class _LazyPool:
+    """A process pool of ``workers`` for seals, created on first use."""
+
+    def __init__(self, reactor: Any, workers: int) -> None:
+        self.reactor = reactor
+        self.workers = workers
+        self.pool: Any = None
+
+    def run(self, fn: Callable[..., Any], *args: Any, **order: Any) -> defer.Deferred[Any]:
         from cloudp2p.stego import pool
 
-        if not holder:
-            holder.append(pool.WorkPool(reactor, max_workers=workers))
-        return pool.run_in_pool(reactor, fn, *args, pool=holder[0])
+        if self.pool is None:
+            self.pool = pool.WorkPool(self.reactor, max_workers=self.workers)
+        return self.pool.run(fn, *args, **order)
 
-    def shutdown() -> None:
-        if holder:
-            holder.pop().shutdown(wait=False)
+    def rate(self) -> float | None:
+        return None if self.pool is None else self.pool.rate
 
-    return run, shutdown
+    def shutdown(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False)
+            self.pool = None
 
 
 class EncryptionEngine:
@@ -85,6 +96,8 @@ class EncryptionEngine:
         result_ttl: float = 300.0,
         covers_dir: str = "",
         workers: int = 2,
+        busy_after: float = 1.0,
+        queue_order: str = "smallest_first",
         run_job: JobRunner | None = None,
         authenticate: Authenticator = directory_authenticator,
     ) -> None:
@@ -97,9 +110,20 @@ class EncryptionEngine:
         self.covers_dir = covers_dir
         self.workers = workers
         self._shutdown: Callable[[], None] = lambda: None
+        rate: Callable[[], float | None] = _unmeasured
         if run_job is None:
-            run_job, self._shutdown = _pool_runner(reactor, workers)
+            lazy = _LazyPool(reactor, workers)
+            run_job, rate, self._shutdown = lazy.run, lazy.rate, lazy.shutdown
         self.run_job = run_job
+        self.queue_order = queue_order
+        # "arrival": first come first served and never busy (the order before issue 16, to measure against).
+        self.scheduler = Scheduler(
+            reactor,
+            workers,
+            busy_after=busy_after if busy_after > 0 and queue_order != "arrival" else float("inf"),
+            ageing_rate=float("inf") if queue_order == "arrival" else DEFAULT_AGEING_RATE,
+            rate_source=rate,
+        )
         self.authenticate = authenticate
         self._offers: dict[str, tuple[Any, Any]] = {}  # transfer_id -> (offer, delayed close)
         self.sealed_count = 0
@@ -118,13 +142,34 @@ class EncryptionEngine:
             result_ttl=values["result_ttl"],
             covers_dir=values["covers_dir"],
             workers=values["workers"],
+            busy_after=values["busy_after"],
+            queue_order=values["queue_order"],
             **kwargs,
         )
 
-    async def seal(self, secret: bytes, cover: bytes | None) -> container.Sealed:
-        """Hide ``secret`` (in ``cover`` or a library cover) in a worker process."""
+    def admit(self, secret_size: int, cover_size: int | None, *, may_refuse: bool) -> Ticket:
+        """A place in this server's queue for an encrypt of these sizes, or ``Busy`` (see scheduling.py).
+
+        Call ``release`` when the request is over, whatever happened.
+        """
+        return self.scheduler.admit(estimate_work(secret_size, cover_size), may_refuse=may_refuse)
+
+    def release(self, ticket: Ticket) -> None:
+        self.scheduler.release(ticket)
+
+    def backlog_seconds(self) -> float:
+        """Seconds of admitted encrypt work per worker: part of this server's load."""
+        return self.scheduler.backlog_seconds()
+
+    async def seal(
+        self, secret: bytes, cover: bytes | None, ticket: Ticket | None = None
+    ) -> container.Sealed:
+        """Hide ``secret`` (in ``cover`` or a library cover) in a worker process, in ``ticket``'s turn."""
         level, covers_dir, writer = self.png_compress_level, self.covers_dir, self.png_writer
-        sealed = await self.run_job(container.seal_job, secret, cover, level, covers_dir, writer)
+        order = {}
+        if ticket is not None:
+            order = {"priority": ticket.priority, "cost": ticket.cost, "on_start": ticket.started}
+        sealed = await self.run_job(container.seal_job, secret, cover, level, covers_dir, writer, **order)
         self.sealed_count += 1
         return sealed
 

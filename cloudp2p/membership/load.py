@@ -1,7 +1,10 @@
-"""This server's load: the CPU load average per core plus a weight per request in flight.
+"""This server's load: the CPU load average per core, a weight per request in flight, and queued work.
 
 Servers that share one host see the same load average; their own in-flight
-work is what tells them apart. Lower load means higher priority (ties broken
+work is what tells them apart. Queued work (``backlog``: seconds of encrypt
+work admitted and not finished, from the encryption scheduler) counts one
+load unit per second, so that a server with a few 12-megapixel jobs queued
+weighs more than one with a few directory requests in flight. Lower load means higher priority (ties broken
 by the lower server id, see ``election.priority_key``); the load is only ever
 compared, never divided by, so an idle host gets no infinite priority.
 """
@@ -16,6 +19,7 @@ import psutil
 from twisted.logger import Logger
 
 DEFAULT_INFLIGHT_WEIGHT = 0.25
+DEFAULT_BACKLOG_WEIGHT = 1.0  # load units per second of queued work
 
 
 def cpu_load() -> float:
@@ -28,7 +32,7 @@ def cpu_load() -> float:
 
 
 class LoadMeter:
-    """``current() = cpu() + weight * inflight()``, always finite and >= 0."""
+    """``current() = cpu() + weight * inflight() + backlog_weight * backlog()``, finite and >= 0."""
 
     log = Logger()
 
@@ -38,12 +42,17 @@ class LoadMeter:
         cpu: Callable[[], float] = cpu_load,
         *,
         weight: float = DEFAULT_INFLIGHT_WEIGHT,
+        backlog: Callable[[], float] = lambda: 0.0,
+        backlog_weight: float = DEFAULT_BACKLOG_WEIGHT,
     ) -> None:
-        if not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"the in-flight weight must be a finite number >= 0, got {weight!r}")
+        for name, value in (("in-flight", weight), ("backlog", backlog_weight)):
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"the {name} weight must be a finite number >= 0, got {value!r}")
         self.inflight = inflight
         self.cpu = cpu
         self.weight = weight
+        self.backlog = backlog
+        self.backlog_weight = backlog_weight
 
     def current(self) -> float:
         try:
@@ -53,6 +62,13 @@ class LoadMeter:
             cpu = 0.0
         if not math.isfinite(cpu) or cpu < 0:
             cpu = 0.0
-        return cpu + self.weight * max(0, int(self.inflight()))
+        try:
+            queued = float(self.backlog())
+        except Exception:
+            self.log.failure("reading the work backlog failed; counting it as 0")
+            queued = 0.0
+        if not math.isfinite(queued) or queued < 0:
+            queued = 0.0
+        return cpu + self.weight * max(0, int(self.inflight())) + self.backlog_weight * queued
 
     __call__ = current

@@ -41,6 +41,13 @@ socket, from any claimed address. So the router
   ``register`` per source and per user name (``rate_limited``);
 - bounds its tables in entries and in bytes.
 
+Busy: a handler run with ``ctx.may_refuse`` may answer ``Busy`` (its work
+queue is long, ``cloudp2p/encryption/scheduling.py``). The executor then does
+not reply; it broadcasts *busy* and the coordinator gives the request to a live
+server that has not refused it, without counting an attempt. When every live
+server has refused, the request is *forced* on the best of them, which must
+queue it: a request bounces at most once per server.
+
 ``ClientProtocol`` only frames datagrams; ``Router`` decides.
 """
 
@@ -58,13 +65,14 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cloudp2p.ops import OpError, OpRegistry, RequestContext
+from cloudp2p.ops import OpError, OpRegistry, RequestContext, is_busy
 from cloudp2p.routing import client_wire as wire
 from cloudp2p.routing.cookies import CookieJar
 from cloudp2p.routing.ratelimit import RateLimits
 
 ASSIGN = "rt.assign"
 DONE = "rt.done"
+BUSY = "rt.busy"
 _UNKNOWN_LOAD = 1e9
 
 
@@ -112,6 +120,8 @@ class Pending:
     attempts: int = 0
     from_client: bool = True  # False while known only from a peer's assignment
     size: int = 0  # bytes counted against max_pending_bytes
+    refused: set[int] = attrs.field(factory=set)  # servers that answered busy
+    forced: bool = False  # every live server refused: the assignee must queue it
 
 
 @attrs.define
@@ -217,6 +227,7 @@ class Router:
         self._tick_soon: Any = None
         node.on_app(ASSIGN, self._assign_received)
         node.on_app(DONE, self._done_received)
+        node.on_app(BUSY, self._busy_received)
         node.on_change(self._membership_changed)
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -446,8 +457,8 @@ class Router:
         if member is not None:
             self._outstanding[member] += 1
 
-    def _assign(self, pending: Pending, exclude: set[int] | None = None) -> None:
-        if pending.attempts >= self.settings.max_attempts:
+    def _assign(self, pending: Pending, exclude: set[int] | None = None, *, bounce: bool = False) -> None:
+        if pending.attempts >= self.settings.max_attempts and not bounce:
             self.counters["gave_up"] += 1
             body = wire.error_body(
                 "unavailable",
@@ -461,7 +472,8 @@ class Router:
         self._set_assignee(pending, target)
         pending.assigned_at = self.clock.seconds()
         pending.assign_term = self.node.term
-        pending.attempts += 1
+        if not bounce:  # a busy server's refusal is not a failed attempt
+            pending.attempts += 1
         self.counters["assigned"] += 1
         self._to_peers(None, ASSIGN, self._assign_body(pending))
         if target == self.id:
@@ -476,6 +488,7 @@ class Router:
             "to": pending.assigned_to,
             "term": self.node.term,
             "attempt": pending.attempts,
+            "force": pending.forced,
         }
 
     def _tick(self) -> None:
@@ -582,6 +595,7 @@ class Router:
         attempt = body.get("attempt")
         if type(attempt) is int:
             pending.attempts = max(pending.attempts, attempt)
+        pending.forced = body.get("force") is True
         if to == self.id:
             self._execute(pending)
 
@@ -606,6 +620,28 @@ class Router:
         if pending is not None:
             self._set_assignee(pending, None)
 
+    def _busy_received(self, sender: int, body: dict[str, Any]) -> None:
+        """``sender`` refused a request it was given (``Busy``): the coordinator gives it to another."""
+        rid = body.get("id")
+        if not wire.is_request_id(rid):
+            self.counters["bad_peer_messages"] += 1
+            self.log.warn("malformed busy from server {sender}", sender=sender)  # noqa: G010
+            return
+        pending = self._pending.get(rid)
+        if pending is None or rid in self._done:
+            return
+        pending.refused.add(sender)
+        if pending.assigned_to != sender or not self._acting_coordinator():
+            return  # already moved on, or the coordinator will do it
+        live = set(self.node.live_members())
+        if live - pending.refused:
+            self.counters["busy_reassigned"] += 1
+            self._assign(pending, exclude=pending.refused, bounce=True)
+        else:
+            self.counters["busy_forced"] += 1
+            pending.forced = True
+            self._assign(pending, bounce=True)
+
     @staticmethod
     def _done_body(
         rid: str, body: dict[str, Any], by: int | None, client: tuple[str, int] | None
@@ -622,11 +658,17 @@ class Router:
             self.counters["busy_deferred"] += 1  # the coordinator re-sends; by then a slot may be free
             return
         self.journal.append((rid, pending.op, self.wall()))
-        d = defer.Deferred.fromCoroutine(self._run_handler(rid, pending.op, pending.args, pending.client))
+        may_refuse = not pending.forced
+        d = defer.Deferred.fromCoroutine(
+            self._run_handler(rid, pending.op, pending.args, pending.client, may_refuse=may_refuse)
+        )
         self._running[rid] = d
 
         def finished(body: dict[str, Any]) -> None:
             self._running.pop(rid, None)
+            if may_refuse and is_busy(body):
+                self._refuse(pending)
+                return
             client = pending.client
             self.handled_here[pending.op] += 1
             self.counters["executed"] += 1
@@ -639,13 +681,20 @@ class Router:
         d.addCallbacks(finished, cancelled)
         d.addErrback(lambda f: self.log.failure("completing request {rid}", f, rid=rid))
 
+    def _refuse(self, pending: Pending) -> None:
+        """This server answered ``Busy``: no reply; tell the coordinator (maybe this server)."""
+        self.counters["busy_refused"] += 1
+        body = {"id": pending.request_id, "by": self.id}
+        self._to_peers(None, BUSY, body)
+        self._busy_received(self.id, body)
+
     async def _run_handler(
-        self, rid: str, op: str, args: dict[str, Any], client: tuple[str, int]
+        self, rid: str, op: str, args: dict[str, Any], client: tuple[str, int], *, may_refuse: bool = False
     ) -> dict[str, Any]:
         handler = self.registry.get(op)
         if handler is None:
             return wire.error_body("unknown_op", f"this cloud has no operation {op!r}")
-        ctx = RequestContext(request_id=rid, op=op, client=client, server=self.server)
+        ctx = RequestContext(request_id=rid, op=op, client=client, server=self.server, may_refuse=may_refuse)
         try:
             result = await handler(ctx, args)
             if not isinstance(result, dict):

@@ -80,7 +80,10 @@ class Server(service.MultiService):
         self.work_queue_limit: int = srv["work_queue"]
         self.test_ops: bool = srv["test_ops"]
         self.router: Router | None = None
-        self.load_meter = LoadMeter(inflight=lambda: self.router.inflight() if self.router else 0)
+        self.load_meter = LoadMeter(
+            inflight=lambda: self.router.inflight() if self.router else 0,
+            backlog=lambda: self.encryption.backlog_seconds() if self.encryption else 0.0,
+        )
         self.node = ClusterNode(
             **self.cluster_settings.node_kwargs(), clock=reactor, load_source=self.load_meter.current
         )

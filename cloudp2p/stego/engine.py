@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 
 import numpy as np
 
@@ -72,9 +73,24 @@ def _colour_source(array: np.ndarray) -> tuple[np.ndarray, bool]:
     return contiguous.reshape(-1), contiguous is not array
 
 
+_shared_rng: list[np.random.Generator] = []
+
+
+def _fresh_rng() -> None:
+    """Seed this process's coin generator from the OS (at import, and again in a forked child)."""
+    _shared_rng[:] = [np.random.default_rng()]
+
+
+_fresh_rng()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_rng)
+
+
 def _rng(rng_seed: bytes | None) -> np.random.Generator:
     if rng_seed is None:
-        return np.random.default_rng()
+        # One OS-seeded generator per process: seeding a new one cost 0.15 ms a call, 9 % of a
+        # 1 MP embed. The coins only need to be unpredictable and unbiased, not fresh per call.
+        return _shared_rng[0]
     digest = hashlib.sha256(b"cloudp2p/stego/rng/v1" + bytes(rng_seed)).digest()
     return np.random.default_rng(int.from_bytes(digest, "big"))
 
@@ -240,7 +256,7 @@ def _grid_setup(lay: Layout, m0: int, m1: int):
     return nb, nu, lo, hi, ranks, classes, sub
 
 
-_CHUNK_WORDS = 1 << 15  # 256 KiB of words per step, so that the work stays in cache
+_CHUNK_WORDS = 1 << 16  # 512 KiB of words per step: stays in cache, half the Python steps of 256 KiB
 
 
 def _edge_skipper(rank_of_phys: np.ndarray, nb: int, nu: int, lo: int, hi: int, r0: int, r1: int):

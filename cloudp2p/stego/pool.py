@@ -14,8 +14,13 @@ work runs in a bounded pool:
   heavy loops, so the reactor still runs, with more jitter.
 
 At most ``max_workers`` jobs are handed to the executor at once; the others
-wait in a ``DeferredSemaphore`` on the reactor, so cancelling a waiting job's
-Deferred drops it without it ever running. The executor's future completes in
+wait on the reactor in a queue ordered by ``priority`` (default: arrival
+time, so first come first served), so cancelling a waiting job's Deferred
+drops it without it ever running. Each job may say what it ``cost``s (bytes of
+work): the pool keeps the total of waiting and running work and learns its
+throughput (bytes per second per worker) from finished jobs, which the
+encryption scheduler turns into load and ``busy`` answers
+(``cloudp2p/encryption/scheduling.py``). The executor's future completes in
 a worker-management thread; its result is carried back with
 ``reactor.callFromThread``, so the reactor thread never blocks on it.
 
@@ -29,6 +34,8 @@ machine and stood the reactor still, so a process pool's
 from __future__ import annotations
 
 import concurrent.futures
+import heapq
+import itertools
 import multiprocessing
 import os
 import threading
@@ -36,6 +43,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 from twisted.internet import defer
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -72,6 +80,20 @@ def exit_with_parent(parent_pid: int, interval: float = ORPHAN_CHECK_INTERVAL) -
     threading.Thread(target=_watch_parent, args=(parent_pid, interval), daemon=True).start()
 
 
+RATE_SMOOTHING = 0.3  # weight of the newest finished job in the throughput average
+
+
+@attrs.define(eq=False)
+class _Job:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    cost: int
+    result: defer.Deferred[Any]
+    on_start: Callable[[], None] | None = None
+    state: str = "waiting"  # -> running -> done, or waiting -> cancelled
+    running: defer.Deferred[Any] | None = None
+
+
 class WorkPool:
     """A bounded pool of worker processes (or threads) that hands results back to a reactor."""
 
@@ -90,7 +112,12 @@ class WorkPool:
         # One thread that creates the process pool and hands it jobs (starting a worker process
         # blocks): only it creates executors, so they need no lock.
         self._submitter: concurrent.futures.ThreadPoolExecutor | None = None
-        self._semaphore = defer.DeferredSemaphore(workers)
+        self._waiting: list[tuple[float, int, _Job]] = []  # a heap: (priority, arrival number, job)
+        self._arrivals = itertools.count()
+        self._running = 0
+        self.waiting_cost = 0  # bytes of work of the jobs that wait
+        self.running_cost = 0  # ... and of those in the workers
+        self.rate: float | None = None  # bytes of work per second per worker, from finished jobs
         self._closed = False
 
     def _get_executor(self) -> concurrent.futures.Executor:
@@ -117,11 +144,82 @@ class WorkPool:
                 )
         return self._executor
 
-    def run(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
-        """``fn(*args)`` in a worker; a Deferred that fires on the reactor thread."""
+    def run(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        priority: float | None = None,
+        cost: int = 0,
+        on_start: Callable[[], None] | None = None,
+    ) -> defer.Deferred[Any]:
+        """``fn(*args)`` in a worker; a Deferred that fires on the reactor thread.
+
+        Waiting jobs start lowest ``priority`` first (default: now, i.e. in order of
+        arrival; ties in order of arrival). ``cost`` is the job's bytes of work;
+        ``on_start()`` is called on the reactor thread when a worker takes the job.
+        """
         if self._closed:
             return defer.fail(RuntimeError("the work pool is shut down"))
-        return self._semaphore.run(self._submit, fn, *args)
+        if cost < 0:
+            raise ValueError(f"cost must be >= 0, got {cost}")
+        key = self.reactor.seconds() if priority is None else priority
+
+        def cancel(_: defer.Deferred[Any]) -> None:
+            if job.state == "waiting":  # left in the heap, skipped when it comes up
+                job.state = "cancelled"
+                self.waiting_cost -= job.cost
+            elif job.state == "running" and job.running is not None:
+                job.running.cancel()
+
+        job = _Job(fn, args, cost, defer.Deferred(cancel), on_start)
+        heapq.heappush(self._waiting, (key, next(self._arrivals), job))
+        self.waiting_cost += cost
+        self._dispatch()
+        return job.result
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for _, _, job in self._waiting if job.state == "waiting")
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    def _dispatch(self) -> None:
+        while self._running < self.max_workers and self._waiting and not self._closed:
+            _, _, job = heapq.heappop(self._waiting)
+            if job.state != "waiting":
+                continue
+            job.state = "running"
+            self._running += 1
+            self.waiting_cost -= job.cost
+            self.running_cost += job.cost
+            started = self.reactor.seconds()
+            if job.on_start is not None:
+                try:
+                    job.on_start()
+                except Exception:
+                    self.log.failure("a job's on_start callback failed")
+            job.running = self._submit(job.fn, *job.args)
+            job.running.addBoth(self._finished, job, started)
+
+    def _finished(self, outcome: Any, job: _Job, started: float) -> None:
+        job.state = "done"
+        self._running -= 1
+        self.running_cost -= job.cost
+        elapsed = self.reactor.seconds() - started
+        if job.cost > 0 and elapsed > 0 and not isinstance(outcome, Failure):
+            rate = job.cost / elapsed
+            old = rate if self.rate is None else self.rate
+            self.rate = (1 - RATE_SMOOTHING) * old + RATE_SMOOTHING * rate
+        self._dispatch()
+        if not job.result.called:
+            if isinstance(outcome, Failure):
+                job.result.errback(outcome)
+            else:
+                job.result.callback(outcome)
+        elif isinstance(outcome, Failure):
+            outcome.trap(defer.CancelledError)
 
     def _forget_broken(self, executor: concurrent.futures.Executor) -> None:
         """A worker process died (killed, out of memory): the next job gets a fresh pool."""
@@ -196,6 +294,12 @@ class WorkPool:
     def shutdown(self, wait: bool = False) -> None:
         """Stop accepting work; ``wait`` blocks until running jobs finish (never on the reactor)."""
         self._closed = True
+        waiting, self._waiting = self._waiting, []
+        self.waiting_cost = 0
+        for _, _, job in waiting:
+            if job.state == "waiting":
+                job.state = "cancelled"
+                job.result.errback(Failure(RuntimeError("the work pool is shut down")))
         if self._submitter is not None:
             self._submitter.shutdown(wait=False, cancel_futures=True)
             self._submitter = None
@@ -226,7 +330,14 @@ def default_pool(reactor: Any) -> WorkPool:
 
 
 def run_in_pool(
-    reactor: Any, fn: Callable[..., Any], *args: Any, pool: WorkPool | None = None
+    reactor: Any,
+    fn: Callable[..., Any],
+    *args: Any,
+    pool: WorkPool | None = None,
+    **order: Any,
 ) -> defer.Deferred[Any]:
-    """``fn(*args)`` off the reactor thread in ``pool`` (default: the shared process pool)."""
-    return (pool or default_pool(reactor)).run(fn, *args)
+    """``fn(*args)`` off the reactor thread in ``pool`` (default: the shared process pool).
+
+    ``order``: ``WorkPool.run``'s ``priority``, ``cost`` and ``on_start``.
+    """
+    return (pool or default_pool(reactor)).run(fn, *args, **order)

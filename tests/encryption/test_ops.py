@@ -115,6 +115,7 @@ class FakeServer:
     transfers: Any
     encryption: Any
     directory: Any = "directory"
+    order: list[Any] = attrs.field(factory=list)  # (priority, cost) of each job sent to the pool
 
 
 OWNER_KEYS = UserKeys.generate()
@@ -131,14 +132,17 @@ async def fake_auth(directory, token):
 def setup():
     clock = task.Clock()
     jobs = []
+    order = []
 
-    def run_job(fn, *args):
+    def run_job(fn, *args, priority=None, cost=0, on_start=None):
         assert fn is c.seal_job  # the handler sends the real job to the pool
         jobs.append(args)
+        order.append((priority, cost))
         return defer.maybeDeferred(fake_seal_job, *args)
 
     engine = EncryptionEngine(clock, run_job=run_job, authenticate=fake_auth, result_ttl=60, fetch_timeout=5)
     server = FakeServer(clock, FakeTransfers(), engine)
+    server.order = order
     return server, clock, jobs
 
 

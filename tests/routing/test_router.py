@@ -613,6 +613,7 @@ peer_bodies = st.fixed_dictionaries(
         "to": st.sampled_from([1, 2, 3, -1]) | json_values,
         "term": st.sampled_from([0, 1, 2]) | json_values,
         "attempt": json_values,
+        "force": st.booleans() | json_values,
         "body": st.sampled_from([{"ok": True, "result": {}}, {"ok": False}]) | json_values,
         "by": st.sampled_from([1, None, "x"]) | json_values,
     },
@@ -620,7 +621,7 @@ peer_bodies = st.fixed_dictionaries(
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["rt.assign", "rt.done"]), peer_bodies), max_size=6))
+@given(st.lists(st.tuples(st.sampled_from(["rt.assign", "rt.done", "rt.busy"]), peer_bodies), max_size=6))
 def test_any_peer_message_body_is_handled_without_raising(messages):
     c = FakeCluster(3)
     for kind, body in messages:

@@ -34,9 +34,28 @@ def test_a_payload_larger_than_every_default_scales_the_largest():
     needed = 8 * 400_000
     array, said = covers.choose_cover(needed, None)
     assert capacity_bits(array.shape) >= needed
-    assert capacity_bits((array.shape[0] - 2, array.shape[1] - 2, 3)) < needed  # just enough
+    rung = covers.ladder_bits(needed)
+    assert needed <= rung < needed * covers.LADDER_STEP
+    assert capacity_bits((array.shape[0] - 2, array.shape[1] - 2, 3)) < rung  # just the rung
     assert "scaled" in said and "coffee.png" in said
     assert engine.extract(engine.embed(array, b"x" * (needed // 8), b"k"), b"k", 3) == b"xxx"
+
+
+def test_scaled_default_covers_come_in_ladder_sizes_and_are_cached_read_only():
+    a, _ = covers.choose_cover(8 * 400_000, None)
+    b, _ = covers.choose_cover(8 * 401_000, None)  # same rung: same size, from the cache
+    assert a.shape == b.shape and np.array_equal(a, b)
+    a[0, 0, 0] ^= 1  # callers get writable copies
+    assert covers.choose_cover(8 * 400_000, None)[0][0, 0, 0] != a[0, 0, 0]
+    c, _ = covers.choose_cover(8 * 450_000, None)  # the next rung up
+    assert c.shape[0] * c.shape[1] > a.shape[0] * a.shape[1]
+    for bits in (2, 1000, 8 * 400_000, 10**9):
+        rung = covers.ladder_bits(bits)
+        assert bits <= rung < bits * covers.LADDER_STEP + 1
+    # Past the pixel limit the rung gives way to the exact size the payload needs.
+    limit = capacity_bits((6000, 6600, 3))  # just under 40 MP
+    array, _ = covers.choose_cover(limit - 10**6, None)
+    assert array.shape[0] * array.shape[1] <= covers.MAX_COVER_PIXELS
 
 
 def test_a_supplied_cover_is_used_as_it_is_when_large_enough():

@@ -53,21 +53,29 @@ def test_garbage_is_invalid_image_and_nothing_else(data):
         imaging.load_image(data)
 
 
-@given(st.integers(8, 2000), st.binary(max_size=16))
+@given(st.integers(8, 2000), st.binary(max_size=16), st.booleans())
 @settings(max_examples=100, deadline=None)
-def test_truncated_or_corrupted_real_files_are_invalid_image(cut, junk):
+def test_truncated_or_corrupted_real_files_are_invalid_image(cut, junk, draft):
     for name in ("chelsea.png", "rocket.jpg"):
         data = data_bytes(name)
         with pytest.raises(InvalidImage):
-            imaging.load_image(data[:cut] + junk)
+            imaging.load_image(data[:cut] + junk, draft=draft)
 
 
+@pytest.mark.parametrize("draft", [False, True])
 @pytest.mark.parametrize("name", ["chelsea.png", "rocket.jpg"])
-def test_a_truncated_file_is_called_truncated(name):
+def test_a_truncated_file_is_called_truncated(name, draft):
     data = data_bytes(name)
-    with pytest.raises(InvalidImage) as info:
-        imaging.load_image(data[: len(data) * 2 // 3])
-    assert "truncated" in str(info.value) or "corrupt" in str(info.value)
+    # A JPEG cut just before its end: its last rows are missing, even at 1/8 scale.
+    for cut in (len(data) * 2 // 3, len(data) - 10 if name.endswith(".jpg") else 100):
+        with pytest.raises(InvalidImage) as info:
+            imaging.load_image(data[:cut], draft=draft)
+        assert "truncated" in str(info.value) or "corrupt" in str(info.value)
+
+
+def test_the_draft_check_reads_a_jpeg_at_an_eighth_and_a_png_in_full():
+    assert imaging.load_image(data_bytes("rocket.jpg"), draft=True).size == (80, 54)
+    assert imaging.load_image(data_bytes("chelsea.png"), draft=True).size == (451, 300)
 
 
 def test_a_decompression_bomb_is_refused_before_decoding():

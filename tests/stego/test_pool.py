@@ -266,3 +266,44 @@ def test_workers_and_forkserver_end_when_their_server_is_killed():
         if server.poll() is None:
             server.kill()
             server.wait(10)
+
+
+@pytest_twisted.inlineCallbacks
+def test_waiting_jobs_start_in_priority_order_and_the_pool_counts_their_work():
+    work = pool.WorkPool(reactor, max_workers=1, kind="thread")
+    release = threading.Event()
+    order = []
+    started = []
+    first = work.run(release.wait, 5, cost=100, on_start=lambda: started.append("first"))
+    big = work.run(order.append, "big", priority=50.0, cost=36_000_000)
+    small = work.run(
+        order.append, "small", priority=10.0, cost=400_000, on_start=lambda: started.append("small")
+    )
+    fifo = [work.run(order.append, f"fifo{i}", priority=60.0 + i) for i in range(3)]
+    assert started == ["first"] and work.running == 1 and work.waiting == 5
+    assert work.running_cost == 100 and work.waiting_cost == 36_400_000
+    release.set()
+    yield defer.gatherResults([first, big, small, *fifo])
+    assert order == ["small", "big", "fifo0", "fifo1", "fifo2"]
+    assert started == ["first", "small"]
+    assert work.waiting_cost == work.running_cost == 0 and work.rate is not None and work.rate > 0
+    work.shutdown()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_cancelled_waiting_job_gives_back_its_cost_and_shutdown_fails_the_waiting():
+    work = pool.WorkPool(reactor, max_workers=1, kind="thread")
+    release = threading.Event()
+    first = work.run(release.wait, 5)
+    second = work.run(int, "2", cost=1000)
+    second.addErrback(lambda f: f.trap(defer.CancelledError))
+    second.cancel()
+    assert work.waiting_cost == 0 and work.waiting == 0
+    third = work.run(int, "3", cost=500)
+    work.shutdown()
+    with pytest.raises(RuntimeError):
+        yield third
+    release.set()
+    yield first
+    with pytest.raises(ValueError):
+        pool.WorkPool(reactor, kind="thread").run(int, "4", cost=-1)
