@@ -35,8 +35,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
 
-from cloudp2p.client.control import error_reply
-from cloudp2p.errors import CloudP2PError, CloudUnreachable, UsageError
+from cloudp2p.errors import CloudP2PError, CloudUnreachable, UsageError, error_json
 from cloudp2p.web.commands import CommandRunner, UnknownCommand
 from cloudp2p.web.events import EventHub
 from cloudp2p.web.security import BAD_ORIGIN, SECURITY_HEADERS, Guard, Refusal, Session
@@ -275,8 +274,8 @@ class WebApp(resource.Resource):
         def bug(failure: Any) -> None:
             self.counters["bugs"] += 1
             self.log.failure("web request {path} failed with a bug", failure, path=request.path)
-            err = error_reply(None, CloudP2PError("internal error in the daemon; see its log"))
-            self._finish(request, 500, {"ok": False, "error": err["error"]})
+            err = error_json(CloudP2PError("internal error in the daemon; see its log"))
+            self._finish(request, 500, {"ok": False, "error": err})
 
         d.addErrback(bug)
         return server.NOT_DONE_YET
@@ -421,7 +420,7 @@ def _json_body(request: Any) -> dict[str, Any]:
 
 
 def _error(e: CloudP2PError) -> dict[str, Any]:
-    return {"ok": False, "error": error_reply(None, e)["error"]}
+    return {"ok": False, "error": error_json(e)}
 
 
 def _status(e: CloudP2PError) -> int:

@@ -14,10 +14,13 @@ is shown as text and runs nothing.
 
 from __future__ import annotations
 
+import base64
 import http.client
+import http.server
 import io
 import json
 import os
+import threading
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -313,6 +316,62 @@ def test_foreign_host_origin_missing_csrf_or_cookie_are_refused_and_change_nothi
     assert alice.alive
 
 
+CROSS_SITE_JS = """async ([url, body]) => {
+  try {  // the answer is blocked (Cross-Origin-Resource-Policy): only the request matters here
+    await fetch(url, {method: 'POST', mode: 'no-cors', credentials: 'include',
+                      headers: {'Content-Type': 'text/plain'}, body});
+  } catch (e) { /* expected */ }
+  return document.cookie;
+}"""
+
+
+class _PlainPage(http.server.BaseHTTPRequestHandler):
+    """Another local web server (a dev server, another app): one harmless page."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+        body = b"<!doctype html><p>another local app"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_page_on_another_local_port_changes_nothing(web):
+    """Another local web server's page is same-site (ports do not count), so SameSite=Strict
+    alone does not keep it out: its request reaches the daemon, is refused, and changes nothing."""
+    alice = web.clients["alice"]
+    page = web.signed_in("alice")
+    port = _port(web, "alice")
+    path, _ = web.image("same-site.png", 17)
+    image_id = alice.run("encrypt", path).result["image_id"]
+    assert alice.run("publish", image_id).ok
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PlainPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    evil = page.context.new_page()
+    try:
+        evil.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        before = _snapshot(alice.home)
+        seen = alice.log_text().count("refused POST /api/run/unpublish: 403")
+        url = f"http://127.0.0.1:{port}/api/run/unpublish"
+        assert evil.evaluate(CROSS_SITE_JS, [url, json.dumps({"image": image_id})]) == ""  # HttpOnly
+        for _ in range(50):  # the daemon logs the refusal: the request did reach it
+            if alice.log_text().count("refused POST /api/run/unpublish: 403") > seen:
+                break
+            evil.wait_for_timeout(100)
+        else:
+            raise AssertionError("the cross-site request never reached the daemon")
+        assert _snapshot(alice.home) == before
+        assert {i["image_id"]: i["published"] for i in alice.run("images").result["owned"]}[image_id]
+    finally:
+        evil.close()
+        server.shutdown()
+        server.server_close()
+
+
 def test_rebinding_name_gets_421_in_the_browser(web):
     web.signed_in("alice")
     port = _port(web, "alice")
@@ -332,14 +391,34 @@ def test_rebinding_name_gets_421_in_the_browser(web):
         probe.close()
 
 
+DROP_JS = """([name, b64]) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const data = new DataTransfer();
+  data.items.add(new File([bytes], name, {type: 'image/png'}));
+  return data;
+}"""
+WATCH_PROGRESS_JS = """() => {
+  window.__progress = [];
+  const label = document.querySelector('#upload .label');
+  new MutationObserver(() => window.__progress.push(label.textContent))
+    .observe(label, {childList: true, characterData: true, subtree: true});
+}"""
+
+
 def test_peer_image_name_with_markup_shows_as_text(web):
+    """Uploaded by drag and drop (with the progress bar), named with markup that must stay text."""
     alice, bob = web.signed_in("alice"), web.signed_in("bob")
     name = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">.png'
     _, data = web.image("markup.png", 13)
     alice.locator(".tab[data-screen=images]").click()
-    alice.set_input_files("#file", files=[{"name": name, "mimeType": "image/png", "buffer": data}])
+    alice.evaluate(WATCH_PROGRESS_JS)
+    files = alice.evaluate_handle(DROP_JS, [name, base64.b64encode(data).decode()])
+    alice.dispatch_event("#drop", "drop", {"dataTransfer": files})
     card = alice.locator("#owned article", has_text="<script>")
     expect(card).to_be_visible()
+    seen = " | ".join(alice.evaluate("window.__progress"))
+    assert f"sending {name} to the daemon" in seen, seen  # the browser's upload
+    assert f"uploading {name}" in seen, seen  # the daemon's progress, over the event stream
     card.locator("[data-test=publish]").click()
     expect(card.locator(".state")).to_have_text("published")
     bob.locator(".tab[data-screen=people]").click()
