@@ -386,6 +386,7 @@ async def start_cluster(
 
 
 async def start_inprocess(reactor: Any, args: argparse.Namespace, cleanup: list[Any]):
+    from cloudp2p.encryption.config import EncryptionSettings
     from cloudp2p.encryption.keys import UserKeys
     from cloudp2p.encryption.ops import encrypt
     from cloudp2p.encryption.service import EncryptionEngine, Owner
@@ -404,7 +405,8 @@ async def start_inprocess(reactor: Any, args: argparse.Namespace, cleanup: list[
     server.reactor = reactor
     server.directory = None
     server.transfers = TransferManager(reactor, interface=LOCAL, max_per_peer=4 * args.clients)
-    server.encryption = EncryptionEngine(reactor, workers=2, authenticate=authenticate)
+    server.encryption = EncryptionEngine(reactor, EncryptionSettings(workers=2), authenticate=authenticate)
+    server.config = None
     cleanup.append(server.transfers.stop)
     cleanup.append(server.encryption.stop)
     counter = iter(range(10**9))
