@@ -186,7 +186,7 @@ async def run_backend(reactor: Any, backend: str, opts: argparse.Namespace, work
     out: dict[str, float] = {}
     try:
         await store.when_ready()
-        pw_hash = passwords.hash_password(PASSWORD, n=section["scrypt_n"])
+        pw_hash = passwords.hash_password(PASSWORD, n=section.scrypt_n)
         thumbs = [thumbnail(i) for i in range(16)]
         t0 = time.perf_counter()
         data = await store.db.run(

@@ -18,13 +18,16 @@ no directory): the pipeline's own cost, for comparison.
 In the same run a single client does the same first, so the figures include
 the concurrent p50 against the lone client's.
 
-``--baseline REF`` (cluster mode; default ``BEFORE_ISSUE_16``, the last main
-before the fast PNG writer and the encrypt scheduling): the same benchmark is
-first run against servers that run REF's ``cloudp2p`` package (``git
-archive`` into a temporary directory, put first on the servers'
-``PYTHONPATH``; the clients are this tree's), and every figure is printed
-again as ``baseline_NAME``, with ``NAME_vs_baseline`` ratios: today's path and
-the new one, on the same machine in the same run. ``none`` skips it.
+``--baseline old-encrypt`` (cluster mode, the default): the same benchmark is
+first run against servers that encrypt the way they did before issue 16
+(``[encryption] png_writer = "pillow"``, ``queue_order = "arrival"``: Pillow's
+PNG encoder, one first-come-first-served queue, never busy), and every figure
+is printed again as ``baseline_NAME``, with ``NAME_vs_baseline`` ratios: the
+old path and the new one, on the same machine in the same run. ``--baseline
+REF`` runs REF's own servers instead (its ``cloudp2p`` package from ``git
+archive``, first on their ``PYTHONPATH``; the clients are this tree's), which
+works while REF speaks today's protocol: ``07a4944`` (main before issue 16)
+did until the sealed sign-in tokens of issue 11. ``none`` skips it.
 
 Before the cloud starts, the PNG writer is compared with Pillow's level 1 on
 stego covers of ``--writer-sizes`` megapixels (``bench.stego.png_figures``),
@@ -56,7 +59,7 @@ from cloudp2p.directory.token_seal import sign_in
 from cloudp2p.encryption import keywrap
 
 LOCAL = "127.0.0.1"
-BEFORE_ISSUE_16 = "07a4944"  # main just before the fast PNG writer and the encrypt scheduling
+OLD_ENCRYPT = {"png_writer": "pillow", "queue_order": "arrival"}  # the encrypt path before issue 16
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 PHOTO_BYTES = 1_000_000
 PHOTO_SOURCE = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "coffee.png")
@@ -256,14 +259,19 @@ def container_figures(photo: bytes, repeat: int = 3) -> None:
 
 
 async def run_once(
-    reactor: Any, args: argparse.Namespace, photo: bytes, prefix: str, baseline_path: str | None
+    reactor: Any,
+    args: argparse.Namespace,
+    photo: bytes,
+    prefix: str,
+    baseline_path: str | None,
+    encryption: dict[str, Any] | None = None,
 ):
     """One cloud, warm-up, one client alone, then all clients; prints the figures, returns them."""
     cleanup: list[Any] = []
     figures: dict[str, float] = {}
     try:
         if args.mode == "cluster":
-            submit, tokens = await start_cluster(reactor, args, cleanup, baseline_path)
+            submit, tokens = await start_cluster(reactor, args, cleanup, baseline_path, encryption)
         else:
             submit, tokens = await start_inprocess(reactor, args, cleanup)
         clients = [Client(reactor, submit, tokens[i]) for i in range(args.clients)]
@@ -304,7 +312,10 @@ async def bench(reactor: Any, args: argparse.Namespace) -> None:
         await threads.deferToThread(writer_figures, sizes)
         await threads.deferToThread(container_figures, photo)
     old: dict[str, float] = {}
-    if args.mode == "cluster" and args.baseline != "none":
+    if args.mode == "cluster" and args.baseline == "old-encrypt":
+        print("baseline: old-encrypt")
+        old = await run_once(reactor, args, photo, "baseline_", None, OLD_ENCRYPT)
+    elif args.mode == "cluster" and args.baseline != "none":
         tmp = tempfile.mkdtemp(prefix="cloudp2p-bench-baseline-")
         try:
             try:
@@ -329,7 +340,11 @@ async def bench(reactor: Any, args: argparse.Namespace) -> None:
 
 
 async def start_cluster(
-    reactor: Any, args: argparse.Namespace, cleanup: list[Any], pythonpath: str | None = None
+    reactor: Any,
+    args: argparse.Namespace,
+    cleanup: list[Any],
+    pythonpath: str | None = None,
+    encryption: dict[str, Any] | None = None,
 ):
     from cloudp2p.encryption.keys import UserKeys
     from cloudp2p.routing.client import ClientRouter
@@ -344,7 +359,10 @@ async def start_cluster(
         "directory": {"backend": "sqlite", "path": os.path.join(tmp, "directory.sqlite3"), "scrypt_n": 1024},
         # Every benchmark client is 127.0.0.1: allow them all to transfer at once.
         "transfer": {"max_per_peer": 4 * args.clients},
-        "encryption": {"workers": 2},
+        "encryption": {"workers": 2, **(encryption or {})},
+        # Every benchmark client registers and signs in from 127.0.0.1 at once: not the password
+        # guessing the per-source limit is there for.
+        "server": {"auth_source_burst": 1000, "auth_user_burst": 1000},
     }
     cloud = LocalCluster(tmp, args.servers, overrides=overrides)
     if pythonpath is not None:  # the baseline: the servers run another tree's cloudp2p package
@@ -368,6 +386,7 @@ async def start_cluster(
 
 
 async def start_inprocess(reactor: Any, args: argparse.Namespace, cleanup: list[Any]):
+    from cloudp2p.encryption.config import EncryptionSettings
     from cloudp2p.encryption.keys import UserKeys
     from cloudp2p.encryption.ops import encrypt
     from cloudp2p.encryption.service import EncryptionEngine, Owner
@@ -386,7 +405,8 @@ async def start_inprocess(reactor: Any, args: argparse.Namespace, cleanup: list[
     server.reactor = reactor
     server.directory = None
     server.transfers = TransferManager(reactor, interface=LOCAL, max_per_peer=4 * args.clients)
-    server.encryption = EncryptionEngine(reactor, workers=2, authenticate=authenticate)
+    server.encryption = EncryptionEngine(reactor, EncryptionSettings(workers=2), authenticate=authenticate)
+    server.config = None
     cleanup.append(server.transfers.stop)
     cleanup.append(server.encryption.stop)
     counter = iter(range(10**9))
@@ -406,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the servers' configs and logs")
     parser.add_argument(
-        "--baseline", default=BEFORE_ISSUE_16, help="git ref whose servers to measure first, or none"
+        "--baseline", default="old-encrypt", help="old-encrypt (default), a git ref to run, or none"
     )
     parser.add_argument(
         "--writer-sizes", default="1,4,12", help="megapixels for the PNG writer figures, or ''"

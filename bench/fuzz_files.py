@@ -277,22 +277,9 @@ def _work(count: int, seconds: float, seed: int, conn: Any) -> None:
     def view(carrier: Any) -> None:
         ledger = Ledger(os.path.join(tmp, "ledger.json"))
         ct.peek_carrier(carrier, viewer.x25519_private)
-        ct.status_carrier(
-            carrier,
-            viewer_x25519=viewer.x25519_private,
-            viewer_id="viewer",
-            owner_id="owner",
-            owner_ed25519_pub=owner.public.ed25519,
-            ledger=ledger,
-        )
-        ct.view_carrier(
-            carrier,
-            viewer_x25519=viewer.x25519_private,
-            viewer_id="viewer",
-            owner_id="owner",
-            owner_ed25519_pub=owner.public.ed25519,
-            ledger=ledger,
-        )
+        as_viewer = ct.Viewer(viewer.x25519_private, "viewer", "owner", owner.public.ed25519, ledger)
+        ct.status_carrier(carrier, as_viewer)
+        ct.view_carrier(carrier, as_viewer)
 
     readers = ("image", "container", "container_png", "rights")
     per_reader = {"image": count, "container": count, "container_png": max(1, count // 10), "rights": count}

@@ -57,78 +57,67 @@ def emit(name: str, value: Any) -> None:
 FAULTS = ("isolate", "kill_server", "kill_db", "split", "kill_server", "kill_db")
 
 
-def strike(cloud: HostsCloud, fault: str, sid: int, rng: random.Random) -> None:
-    if fault == "isolate":
-        cloud.isolate(sid)
-        time.sleep(rng.uniform(3, 6))
-        cloud.heal(sid)
-    elif fault == "split":
-        cloud.split([s for s in cloud.ids if s != sid], [sid])
-        time.sleep(rng.uniform(3, 6))
-        cloud.heal_all()
-    elif fault == "kill_db":
-        cloud.kill_db(sid)
-        time.sleep(rng.uniform(1, 3))
-        cloud.restart_db(sid)
-    elif fault == "kill_server":
-        cloud.kill_server(sid)
-        time.sleep(rng.uniform(1, 3))
-        cloud.restart_server(sid)
-
-
 def part_load(workdir: str, requests: int, users: int, seed: int, pause: float) -> None:
     rng = random.Random(seed)
     with HostsCloud(os.path.join(workdir, "load"), servers=3, clients=2) as cloud:
-        cloud.start()
-        started = time.monotonic()
-        runs = []
-        for i in (0, 1):
-            out = os.path.join(cloud.workdir, f"load{i}.jsonl")
-            process = workload.spawn(
-                cloud.client_hosts[i].command, cloud.client_list, out, prefix=f"l{i}u",
-                users=users // 2 + (users % 2 if i == 0 else 0), ops=requests // 2, seed=seed + i, timeout=20,
-                max_seconds=1500, pause=pause,
-            )  # fmt: skip
-            runs.append((process, out))
-        faults = list(FAULTS)
-        rng.shuffle(faults)
-        applied = []
-        for fault in faults:
-            time.sleep(rng.uniform(3, 6))
-            if all(p.poll() is not None for p, _ in runs):
-                break
-            sid = rng.choice(cloud.ids)
-            strike(cloud, fault, sid, rng)
-            cloud.wait_whole()  # one fault at a time: two nodes lost together leave no majority
-            applied.append(f"{fault}:{sid}")
-            print(f"# {time.monotonic() - started:6.1f} s {fault} server host {sid}", flush=True)
-        for process, _ in runs:
-            _, stderr = process.communicate(timeout=1800)
-            if process.returncode != 0:
-                print(stderr, file=sys.stderr)
-        elapsed = time.monotonic() - started
-        for node in cloud.db.nodes:
-            node.wait_synced(120, size=3)
-        time.sleep(1.0)
-        report = history.check(history.load([out for _, out in runs]), history.read_state(cloud.sql))
-        queries = (
-            "SELECT id, username_key FROM users ORDER BY id",
-            "SELECT id, owner_id FROM images ORDER BY id",
-            "SELECT id, to_user, body FROM messages ORDER BY id",
-        )
-        history.compare_nodes({f"g{s}": [cloud.sql(q, sid=s) for q in queries] for s in cloud.ids}, report)
-        emit("load_users", users)
-        emit("load_faults", len(applied))
-        emit("load_fault_list", ",".join(applied))
-        emit("load_seconds", round(elapsed, 1))
-        emit("load_requests_per_s", round(report.ops / elapsed, 1))
-        emit("load_username_races_lost", report.ops - report.ok - report.failed - report.unknown)
-        for line in report.lines():
-            name, value = line.split(": ")
-            emit(f"load_{name}" if name not in ("failed", "lost_acknowledged_writes") else name, value)
-        for name, items in report.violations.items():
-            for item in items[:5]:
-                print(f"# {name}: {item}")
+        try:
+            _load_with_faults(cloud, requests, users, seed, pause, rng)
+        finally:
+            cloud.keep_logs(cloud.workdir)  # the database logs, before their folder goes
+
+
+def _load_with_faults(
+    cloud: HostsCloud, requests: int, users: int, seed: int, pause: float, rng: random.Random
+) -> None:
+    cloud.start()
+    started = time.monotonic()
+    runs = []
+    for i in (0, 1):
+        out = os.path.join(cloud.workdir, f"load{i}.jsonl")
+        process = workload.spawn(
+            cloud.client_hosts[i].command, cloud.client_list, out, prefix=f"l{i}u",
+            users=users // 2 + (users % 2 if i == 0 else 0), ops=requests // 2, seed=seed + i, timeout=20,
+            max_seconds=1500, pause=pause,
+        )  # fmt: skip
+        runs.append((process, out))
+    faults = list(FAULTS)
+    rng.shuffle(faults)
+    applied = []
+    for fault in faults:
+        time.sleep(rng.uniform(3, 6))
+        if all(p.poll() is not None for p, _ in runs):
+            break
+        sid = rng.choice(cloud.ids)
+        cloud.strike(fault, sid, rng.uniform(1, 4))  # one at a time, each healed before the next
+        applied.append(f"{fault}:{sid}")
+        print(f"# {time.monotonic() - started:6.1f} s {fault} server host {sid}", flush=True)
+    for process, _ in runs:
+        _, stderr = process.communicate(timeout=1800)
+        if process.returncode != 0:
+            print(stderr, file=sys.stderr)
+    elapsed = time.monotonic() - started
+    for node in cloud.db.nodes:
+        node.wait_synced(120, size=3)
+    time.sleep(1.0)
+    report = history.check(history.load([out for _, out in runs]), history.read_state(cloud.sql))
+    queries = (
+        "SELECT id, username_key FROM users ORDER BY id",
+        "SELECT id, owner_id FROM images ORDER BY id",
+        "SELECT id, to_user, body FROM messages ORDER BY id",
+    )
+    history.compare_nodes({f"g{s}": [cloud.sql(q, sid=s) for q in queries] for s in cloud.ids}, report)
+    emit("load_users", users)
+    emit("load_faults", len(applied))
+    emit("load_fault_list", ",".join(applied))
+    emit("load_seconds", round(elapsed, 1))
+    emit("load_requests_per_s", round(report.ops / elapsed, 1))
+    emit("load_username_races_lost", report.ops - report.ok - report.failed - report.unknown)
+    for line in report.lines():
+        name, value = line.split(": ")
+        emit(f"load_{name}" if name not in ("failed", "lost_acknowledged_writes") else name, value)
+    for name, items in report.violations.items():
+        for item in items[:5]:
+            print(f"# {name}: {item}")
 
 
 # -- failover and election messages ---------------------------------------------------------------

@@ -5,24 +5,36 @@ unknown section or key, a value of the wrong type or out of range, or a missing
 required key stops the daemon with a ``ConfigError`` that names the file, the
 section and the key. A typo must never silently fall back to a default.
 
-Each area of the code owns one section and describes it with a ``Section``
-(``cloudp2p/<area>/config.py``); a daemon composes the sections it needs into a
-``Schema``.
+Each area of the code owns one section and declares it as one attrs class, the
+section's schema and its value at once (``cloudp2p/<area>/config.py``)::
+
+    @section("transfer", doc="Reliable chunked transfers over UDP.")
+    class TransferConfig:
+        chunk_size: int = setting(1200, in_range(512, 65000), "payload bytes per datagram")
+
+Each ``setting`` is a key of the file: its TOML types (from the default unless
+given), its default (none: required), its check and its doc live in the field's
+metadata. Fields that are not settings are tunables of the code, not keys. A
+daemon composes the sections it needs into a ``Schema``; loading returns one
+instance per section, so the defaults exist once, in the class.
 """
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
 from cloudp2p.errors import ConfigError
 
 _REQUIRED = object()
+SETTING = "cloudp2p.setting"  # the attrs metadata key that holds a setting's ``Field``
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -45,23 +57,90 @@ class Field:
 
 @attrs.frozen
 class Section:
-    """A named table of fields. ``required`` sections must appear in the file."""
+    """A named table of fields. ``required`` sections must appear in the file.
+
+    ``settings`` is the class a validated table becomes (``section`` sets it)."""
 
     name: str
     fields: Mapping[str, Field]
     required: bool = False
     doc: str = ""
+    settings: type | None = None
+
+    def build(self, table: Mapping[str, Any]) -> Any:
+        """The section's settings object from a validated table (the table itself if it has no class)."""
+        if self.settings is None:
+            return dict(table)
+        return self.settings(**{key: table[key] for key in self.fields})
+
+
+def _natural_types(default: Any) -> type | tuple[type, ...]:
+    if isinstance(default, bool):
+        return bool
+    if isinstance(default, float):
+        return (int, float)
+    for kind in (int, str, list, dict):
+        if isinstance(default, kind):
+            return kind
+    raise TypeError(f"give the TOML types of a setting whose default is {default!r}")
+
+
+def setting(
+    default: Any = _REQUIRED,
+    check: Callable[[Any], Any] | None = None,
+    doc: str = "",
+    *,
+    types: type | tuple[type, ...] | None = None,
+) -> Any:
+    """A key of a config section, declared as a field of the section's class.
+
+    ``types`` are what TOML may hold (from the default when not given: a float default
+    accepts integers too); no default makes the key required. ``check`` returns the value
+    to keep (it may convert it) or raises ``ValueError`` saying what is expected.
+    """
+    if types is None:
+        if default is _REQUIRED:
+            raise TypeError("a required setting names its TOML types")
+        types = _natural_types(default)
+    metadata = {SETTING: Field(types, default, check, doc)}
+    if default is _REQUIRED:
+        return attrs.field(metadata=metadata)
+    if isinstance(default, list | dict):
+        return attrs.field(factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return attrs.field(default=default, metadata=metadata)
+
+
+def section(name: str, *, required: bool = False, doc: str = "") -> Callable[[type[T]], type[T]]:
+    """Class decorator: a frozen attrs class whose ``setting`` fields are the keys of ``[name]``.
+
+    The class gets ``SECTION`` (its ``Section``) and stays usable on its own: the defaults
+    of the file are the class's defaults, and nothing else declares them again.
+    """
+
+    def make(cls: type[T]) -> type[T]:
+        built = attrs.frozen(kw_only=True)(cls)
+        fields = {f.name: f.metadata[SETTING] for f in attrs.fields(built) if SETTING in f.metadata}
+        built.SECTION = Section(name, fields, required, doc or (cls.__doc__ or "").strip(), built)
+        return built
+
+    return make
 
 
 @attrs.frozen
 class Schema:
     sections: tuple[Section, ...]
 
-    def load(self, path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-        """Read and validate ``path``; return ``{section: {key: value}}`` with defaults filled in."""
+    def load(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Read and validate ``path``; return ``{section: settings object}`` with defaults filled in."""
         return self.validate(read_toml(path), os.fspath(path))
 
-    def validate(self, raw: Mapping[str, Any], origin: str = "<config>") -> dict[str, dict[str, Any]]:
+    def validate(self, raw: Mapping[str, Any], origin: str = "<config>") -> dict[str, Any]:
+        """``{section name: settings object}`` (see ``tables`` for the checked tables themselves)."""
+        tables = self.tables(raw, origin)
+        return {s.name: s.build(tables[s.name]) for s in self.sections}
+
+    def tables(self, raw: Mapping[str, Any], origin: str = "<config>") -> dict[str, dict[str, Any]]:
+        """``{section: {key: value}}``: every key checked, defaults filled in."""
         known = {s.name: s for s in self.sections}
         for name, value in raw.items():
             if name not in known:
@@ -119,6 +198,8 @@ def _validate_section(section: Section, table: Mapping[str, Any], origin: str) -
                 value = field.check(value)
             except ValueError as e:
                 raise ConfigError(f"{where}: {e}") from None
+        if isinstance(value, int) and not isinstance(value, bool) and float in _as_tuple(field.types):
+            value = float(value)  # `timeout = 1` in a file is a duration of 1.0 s
         out[key] = value
     return out
 
@@ -211,6 +292,15 @@ def parse_hostport(value: str, *, allow_port_zero: bool = False) -> tuple[str, i
     if not low <= port <= 65535:
         raise ValueError(f"port in {value!r} must be between {low} and 65535")
     return host, port
+
+
+def ip_address(value: str) -> str:
+    """An IP address (never a name: resolving one would block the reactor), kept as text."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"must be an IP address such as 127.0.0.1, got {value!r}") from None
+    return value
 
 
 def hostport(value: str) -> tuple[str, int]:

@@ -47,17 +47,17 @@ def load_error(tmp_path, config: dict | None = None, text: str | None = None) ->
 def test_the_shipped_files_are_valid(name):
     config = server_config.load(ROOT / "etc" / name)
     sid = int(name[6])
-    assert config["server"]["id"] == sid
-    assert config["server"]["client_listen"] == ("127.0.0.1", 9100 + sid)
-    assert config["cluster"]["listen"] == ("127.0.0.1", 9000 + sid)
-    assert sorted(config["cluster"]["peers"]) == sorted({1, 2, 3} - {sid})
+    assert config.server.id == sid
+    assert config.server.client_listen == ("127.0.0.1", 9100 + sid)
+    assert config.cluster.listen == ("127.0.0.1", 9000 + sid)
+    assert sorted(config.cluster.peers) == sorted({1, 2, 3} - {sid})
 
 
 def test_minimal_file_gets_defaults(tmp_path):
     config = server_config.load(write(tmp_path, base()))
-    assert config["server"]["max_pending"] == 10_000
-    assert config["cluster"]["heartbeat_interval"] == 0.2 and config["cluster"]["failure_timeout"] == 1.0
-    assert config["cluster"]["secret"] == SECRET
+    assert config.server.max_pending == 10_000
+    assert config.cluster.heartbeat_interval == 0.2 and config.cluster.failure_timeout == 1.0
+    assert config.cluster.secret == SECRET
 
 
 def test_unknown_key(tmp_path):
@@ -97,7 +97,7 @@ def test_missing_peers(tmp_path):
 def test_one_server_cloud_says_so_explicitly(tmp_path):
     config = base()
     config["cluster"]["peers"] = []
-    assert server_config.load(write(tmp_path, config))["cluster"]["peers"] == {}
+    assert server_config.load(write(tmp_path, config)).cluster.peers == {}
 
 
 def test_missing_required_section_and_key(tmp_path):
@@ -131,7 +131,7 @@ def test_own_id_at_another_address_and_peer_at_own_address(tmp_path):
     assert "[cluster] peers: server 2" in load_error(tmp_path, config)
     # Its own entry at its own address is fine: every server can share one peer list.
     config["cluster"]["peers"] = ["1@127.0.0.1:9001", "2@127.0.0.1:9002"]
-    assert list(server_config.load(write(tmp_path, config))["cluster"]["peers"]) == [1, 2]
+    assert list(server_config.load(write(tmp_path, config)).cluster.peers) == [1, 2]
 
 
 def test_client_and_cluster_sockets_must_differ(tmp_path):
@@ -153,7 +153,7 @@ def test_secret_file(tmp_path):
     config = base()
     del config["cluster"]["secret"]
     config["cluster"]["secret_file"] = str(secret_path)
-    assert server_config.load(write(tmp_path, config))["cluster"]["secret"] == SECRET
+    assert server_config.load(write(tmp_path, config)).cluster.secret == SECRET
     secret_path.write_text("tiny")
     assert "[cluster] secret_file" in load_error(tmp_path, config)
     config["cluster"]["secret_file"] = str(tmp_path / "nope")
@@ -185,14 +185,14 @@ def test_tap_options_turn_config_errors_into_usage_errors(tmp_path):
         tap.Options().parseOptions([])
     options = tap.Options()
     options.parseOptions(["--config", str(ROOT / "etc" / "server1.toml")])
-    assert options["parsed"]["server"]["id"] == 1
+    assert options["parsed"].server.id == 1
 
 
 def test_the_png_writer_is_fast_or_pillow(tmp_path):
     config = base()
-    assert server_config.load(write(tmp_path, config))["encryption"]["png_writer"] == "fast"
+    assert server_config.load(write(tmp_path, config)).encryption.png_writer == "fast"
     config["encryption"] = {"png_writer": "pillow"}
-    assert server_config.load(write(tmp_path, config))["encryption"]["png_writer"] == "pillow"
+    assert server_config.load(write(tmp_path, config)).encryption.png_writer == "pillow"
     config["encryption"] = {"png_writer": "libpng"}
     message = load_error(tmp_path, config)
     assert "png_writer" in message and "libpng" in message

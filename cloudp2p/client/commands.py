@@ -917,11 +917,7 @@ class Stories:
             status = await self.d.run_blocking(
                 container.status,
                 data,
-                viewer_x25519=self.d.identity.x25519_private,
-                viewer_id=self.d.user_id,
-                owner_id=owner["user_id"],
-                owner_ed25519_pub=self.d.owner_public(owner, "ed25519"),
-                ledger=self.ledger(),
+                self.viewer(owner["user_id"], self.d.owner_public(owner, "ed25519")),
             )
             final = self.d.home.sub("received") / f"{image_id}.png"
             os.replace(incoming, final)
@@ -972,6 +968,13 @@ class Stories:
         from cloudp2p.encryption.ledger import Ledger
 
         return Ledger(self.d.home.sub("ledger") / "ledger.json")
+
+    def viewer(self, owner_id: str, owner_ed25519: bytes) -> Any:
+        """This user as the viewer of ``owner_id``'s images (their key from the directory)."""
+        from cloudp2p.encryption.container import Viewer
+
+        assert self.d.identity is not None
+        return Viewer(self.d.identity.x25519_private, self.d.user_id, owner_id, owner_ed25519, self.ledger())
 
     async def on_share_rejected(self, msg: PeerMessage, addr: Any) -> str | None:
         rid = msg.body["request_id"]
@@ -1087,11 +1090,7 @@ class Stories:
             container.apply_rights,
             png,
             blob,
-            viewer_x25519=self.d.identity.x25519_private,
-            viewer_id=self.d.user_id,
-            owner_id=record["owner_id"],
-            owner_ed25519_pub=unb64(record["owner_ed25519"], length=32),
-            ledger=self.ledger(),
+            self.viewer(record["owner_id"], unb64(record["owner_ed25519"], length=32)),
         )
         await self.d.write_file(path, new_png)
         self.state.update(
@@ -1175,11 +1174,7 @@ class Stories:
         result = await self.d.run_blocking(
             container.open_for_view,
             data,
-            viewer_x25519=self.d.identity.x25519_private,
-            viewer_id=self.d.user_id,
-            owner_id=record["owner_id"],
-            owner_ed25519_pub=unb64(record["owner_ed25519"], length=32),
-            ledger=self.ledger(),
+            self.viewer(record["owner_id"], unb64(record["owner_ed25519"], length=32)),
         )
         if path is not None and result.png != data:
             await self.d.write_file(path, result.png)

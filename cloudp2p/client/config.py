@@ -26,11 +26,12 @@ from typing import Any
 
 import attrs
 
-from cloudp2p.config import Field, Schema, Section, format_hostport, hostport, positive
+from cloudp2p.config import Schema, format_hostport, hostport, ip_address, positive, section, setting
+from cloudp2p.transfer.config import TransferConfig
 from cloudp2p.web.config import WebSettings
 
 
-def _servers(value: list[Any]) -> list[tuple[str, int]]:
+def _servers(value: list[Any]) -> tuple[tuple[str, int], ...]:
     if not value:
         raise ValueError('must list at least one server as "host:port"')
     out = []
@@ -40,15 +41,11 @@ def _servers(value: list[Any]) -> list[tuple[str, int]]:
         out.append(hostport(item))
     if len(set(out)) != len(out):
         raise ValueError("lists a server twice")
-    return out
+    return tuple(out)
 
 
 def _ip(value: str) -> str:
-    try:
-        address = ipaddress.ip_address(value)
-    except ValueError:
-        raise ValueError(f"must be an IP address such as 127.0.0.1, got {value!r}") from None
-    if address.is_unspecified:
+    if ipaddress.ip_address(ip_address(value)).is_unspecified:
         raise ValueError(f"must be the address other users reach this machine at, not {value!r}")
     return value
 
@@ -59,66 +56,33 @@ def _size(value: int) -> int:
     return value
 
 
-SECTION = Section(
-    "client",
-    {
-        "servers": Field(list, check=_servers, doc='the cloud servers\' client sockets, "host:port"'),
-        "peer_host": Field(str, "127.0.0.1", _ip, "address of the peer listener"),
-        "request_timeout": Field((int, float), 10.0, positive, "seconds per cloud request"),
-        "heartbeat_interval": Field((int, float), 2.0, positive, "seconds between heartbeats"),
-        "reconnect_max": Field((int, float), 10.0, positive, "longest pause between reconnect attempts"),
-        "peer_timeout": Field((int, float), 2.0, positive, "seconds to wait for a peer's acknowledgement"),
-        "transfer_timeout": Field((int, float), 60.0, positive, "seconds a transfer may stall"),
-        "max_image_size": Field(int, 20 * 1024 * 1024, _size, "largest image accepted, in bytes"),
-    },
-    required=True,
-    doc="The client daemon.",
-)
-
-
-def _schema() -> Schema:
-    from cloudp2p.transfer.config import SECTION as TRANSFER
-    from cloudp2p.web.config import SECTION as WEB
-
-    return Schema((SECTION, TRANSFER, WEB))
-
-
-SCHEMA = _schema()
-
-
-@attrs.frozen
+@section("client", required=True)
 class ClientConfig:
-    servers: tuple[tuple[str, int], ...]
-    peer_host: str = "127.0.0.1"
-    request_timeout: float = 10.0
-    heartbeat_interval: float = 2.0
-    reconnect_max: float = 10.0
-    peer_timeout: float = 2.0
-    transfer_timeout: float = 60.0
-    max_image_size: int = 20 * 1024 * 1024
-    transfer: dict[str, Any] = attrs.field(factory=dict)  # the optional [transfer] table, validated
-    web: WebSettings = attrs.field(factory=WebSettings)  # the optional [web] table
+    """The client daemon: the ``[client]`` keys, and the optional sections' settings beside them."""
 
-    @classmethod
-    def from_dict(cls, validated: dict[str, dict[str, Any]]) -> ClientConfig:
-        c = validated["client"]
-        return cls(
-            servers=tuple(c["servers"]),
-            peer_host=c["peer_host"],
-            request_timeout=float(c["request_timeout"]),
-            heartbeat_interval=float(c["heartbeat_interval"]),
-            reconnect_max=float(c["reconnect_max"]),
-            peer_timeout=float(c["peer_timeout"]),
-            transfer_timeout=float(c["transfer_timeout"]),
-            max_image_size=int(c["max_image_size"]),
-            transfer=dict(validated.get("transfer", {})),
-            web=WebSettings.from_section(validated["web"]),
-        )
+    servers: tuple[tuple[str, int], ...] = setting(
+        types=list, check=_servers, doc='the cloud servers\' client sockets, "host:port"'
+    )
+    peer_host: str = setting("127.0.0.1", _ip, "address of the peer listener")
+    request_timeout: float = setting(10.0, positive, "seconds per cloud request")
+    heartbeat_interval: float = setting(2.0, positive, "seconds between heartbeats")
+    reconnect_max: float = setting(10.0, positive, "longest pause between reconnect attempts")
+    peer_timeout: float = setting(2.0, positive, "seconds to wait for a peer's acknowledgement")
+    transfer_timeout: float = setting(60.0, positive, "seconds a transfer may stall")
+    max_image_size: int = setting(20 * 1024 * 1024, _size, "largest image accepted, in bytes")
+    # the file's other sections (not keys of [client]), filled in by ``load``
+    transfer: TransferConfig = attrs.field(factory=TransferConfig)
+    web: WebSettings = attrs.field(factory=WebSettings)
+
+
+SECTION = ClientConfig.SECTION
+SCHEMA = Schema((SECTION, TransferConfig.SECTION, WebSettings.SECTION))
 
 
 def load(path: str) -> ClientConfig:
     """Read and validate a client.toml; raises ``ConfigError`` naming the file and key."""
-    config = ClientConfig.from_dict(SCHEMA.load(path))
+    sections = SCHEMA.load(path)
+    config = attrs.evolve(sections["client"], transfer=sections["transfer"], web=sections["web"])
     config.web.check(path)
     return config
 

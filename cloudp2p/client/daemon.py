@@ -145,9 +145,7 @@ class ClientDaemon:
     def _make_transfers(self) -> Any:
         from cloudp2p.transfer import TransferManager
 
-        section = dict(self.config.transfer)
-        section.setdefault("interface", self.config.peer_host)
-        return TransferManager.from_config(self.reactor, section)
+        return TransferManager(self.reactor, config=self.config.transfer)
 
     async def stop(self) -> None:
         self._stopping = True

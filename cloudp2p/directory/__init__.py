@@ -19,36 +19,36 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from cloudp2p.directory.config import SECTION, mysql_nodes
+from cloudp2p.directory.config import SECTION, DirectorySettings, mysql_nodes
 from cloudp2p.directory.db import Database
 from cloudp2p.directory.ops import ops
 from cloudp2p.directory.store import CRASH_ENV, Store, crash_hook
 
-__all__ = ["SECTION", "Store", "make_dialect", "open_store", "ops"]
+__all__ = ["SECTION", "DirectorySettings", "Store", "make_dialect", "open_store", "ops"]
 
 
-def make_dialect(section: dict[str, Any], *, owner: int | None = None) -> Any:
-    """The dialect for a validated ``[directory]`` section (``owner``: the server id, for fencing)."""
-    if section["backend"] == "mysql":
+def make_dialect(section: DirectorySettings, *, owner: int | None = None) -> Any:
+    """The dialect for the ``[directory]`` section (``owner``: the server id, for fencing)."""
+    if section.backend == "mysql":
         from cloudp2p.directory.mysql import MySQLDialect
 
         return MySQLDialect(
             mysql_nodes(section),
-            busy_timeout=section["busy_timeout"],
-            connect_timeout=section["connect_timeout"],
-            failover_timeout=section["failover_timeout"],
-            failback_interval=section["failback_interval"],
+            busy_timeout=section.busy_timeout,
+            connect_timeout=section.connect_timeout,
+            failover_timeout=section.failover_timeout,
+            failback_interval=section.failback_interval,
             owner=owner,
         )
     from cloudp2p.directory.sqlite import SQLiteDialect
 
-    return SQLiteDialect(section["path"], busy_timeout=section["busy_timeout"])
+    return SQLiteDialect(section.path, busy_timeout=section.busy_timeout)
 
 
 def open_store(
-    section: dict[str, Any], reactor: Any, *, clock: Any = None, owner: int | None = None
+    section: DirectorySettings, reactor: Any, *, clock: Any = None, owner: int | None = None
 ) -> Store:
-    """A started ``Store`` for a validated ``[directory]`` section (``SECTION`` defaults filled in).
+    """A started ``Store`` for the ``[directory]`` section.
 
     The schema is created or upgraded on a database thread; operations wait for it, and
     ``store.when_ready()`` fires when it is done (or errbacks if the database cannot be opened).
@@ -57,20 +57,8 @@ def open_store(
     (``Store.fence``) when the cluster suspects this server.
     """
     dialect = make_dialect(section, owner=owner)
-    db = Database(dialect, reactor, pool_size=section["pool_size"])
-    store = Store(
-        db,
-        reactor,
-        presence_ttl=float(section["presence_ttl"]),
-        session_ttl=float(section["session_ttl"]),
-        journal_ttl=float(section["journal_ttl"]),
-        cleanup_interval=float(section["cleanup_interval"]),
-        scrypt_n=section["scrypt_n"],
-        max_queue=section["max_queue"],
-        max_body=section["max_body"],
-        max_images=section["max_images"],
-        clock=clock,
-    )
+    db = Database(dialect, reactor, pool_size=section.pool_size)
+    store = Store(db, reactor, section, clock=clock)
     crash = os.environ.get(CRASH_ENV)
     if crash:
         store.fault_hook = crash_hook(crash)
@@ -78,8 +66,8 @@ def open_store(
     return store
 
 
-def default_section(**overrides: Any) -> dict[str, Any]:
-    """A validated ``[directory]`` section: the defaults with ``overrides`` (for tools and tests)."""
+def default_section(**overrides: Any) -> DirectorySettings:
+    """The ``[directory]`` section: the defaults with ``overrides``, checked as a file's would be."""
     from cloudp2p.config import Schema
 
     return Schema((SECTION,)).validate({"directory": overrides})["directory"]

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import attrs
 
-from cloudp2p.config import Field, Section, in_range, one_of, positive
+from cloudp2p.config import in_range, one_of, positive, section, setting
 from cloudp2p.errors import ConfigError
 
 DEFAULT_URL = "mysql://root@127.0.0.1:3306/cloudp2p"
@@ -78,14 +78,14 @@ def _check_urls(value: list[Any]) -> list[str]:
     return list(value)
 
 
-def mysql_nodes(section: dict[str, Any]) -> list[MySQLURL]:
+def mysql_nodes(section: DirectorySettings) -> list[MySQLURL]:
     """The database nodes to use, in order of preference: ``urls`` if given, else ``url``."""
-    return [parse_mysql_url(u) for u in (section["urls"] or [section["url"]])]
+    return [parse_mysql_url(u) for u in (section.urls or [section.url])]
 
 
-def check_section(section: dict[str, Any], origin: str) -> None:
+def check_section(section: DirectorySettings, origin: str) -> None:
     """Cross-checks between keys (``ConfigError`` names the file and the key)."""
-    if section["urls"] and section["url"] != DEFAULT_URL:
+    if section.urls and section.url != DEFAULT_URL:
         raise ConfigError(f"{origin}: [directory] urls: give either url (one server) or urls (a cluster)")
 
 
@@ -101,34 +101,33 @@ def _power_of_two(value: int) -> int:
     return value
 
 
-SECTION = Section(
-    name="directory",
-    doc="The Directory of Service: users, sessions, presence, shared images and queued messages.",
-    fields={
-        "backend": Field(str, "sqlite", one_of("sqlite", "mysql"), "sqlite (embedded file) or mysql"),
-        "path": Field(str, "var/directory.sqlite3", _check_path, "sqlite: the database file"),
-        "url": Field(str, DEFAULT_URL, _check_url, "mysql: mysql://user:password@host:port/database"),
-        "urls": Field(
-            list, [], _check_urls, "mysql: the nodes of a Galera cluster, this server's own node first"
-        ),
-        "connect_timeout": Field((int, float), 5.0, positive, "mysql: seconds to wait for a node to answer"),
-        "failover_timeout": Field(
-            (int, float), 5.0, positive, "mysql: seconds a transaction keeps trying other nodes"
-        ),
-        "failback_interval": Field(
-            (int, float), 30.0, positive, "mysql: seconds before a connection moved to another node goes home"
-        ),
-        "pool_size": Field(int, 4, in_range(1, 64), "database threads (one connection each)"),
-        "presence_ttl": Field((int, float), 30.0, positive, "seconds of silence before a user is offline"),
-        "session_ttl": Field((int, float), 86400.0, positive, "seconds a session lives after its last use"),
-        "journal_ttl": Field((int, float), 3600.0, positive, "seconds a request's recorded reply is kept"),
-        "cleanup_interval": Field((int, float), 60.0, positive, "seconds between purges of expired rows"),
-        "busy_timeout": Field((int, float), 10.0, positive, "seconds to wait for a database lock"),
-        "scrypt_n": Field(
-            int, 2**17, _power_of_two, "scrypt cost of password hashes (cheaper ones are upgraded at sign-in)"
-        ),
-        "max_queue": Field(int, 1000, in_range(1, 1_000_000), "queued messages kept per user"),
-        "max_body": Field(int, 16384, in_range(256, 40_000), "bytes of JSON in one queued message"),
-        "max_images": Field(int, 256, in_range(1, 100_000), "images one user may publish"),
-    },
-)
+@section("directory")
+class DirectorySettings:
+    """The Directory of Service: users, sessions, presence, shared images and queued messages."""
+
+    backend: str = setting("sqlite", one_of("sqlite", "mysql"), "sqlite (embedded file) or mysql")
+    path: str = setting("var/directory.sqlite3", _check_path, "sqlite: the database file")
+    url: str = setting(DEFAULT_URL, _check_url, "mysql: mysql://user:password@host:port/database")
+    urls: list[str] = setting(
+        [], _check_urls, "mysql: the nodes of a Galera cluster, this server's own node first"
+    )
+    connect_timeout: float = setting(5.0, positive, "mysql: seconds to wait for a node to answer")
+    failover_timeout: float = setting(5.0, positive, "mysql: seconds a transaction keeps trying other nodes")
+    failback_interval: float = setting(
+        30.0, positive, "mysql: seconds before a connection moved to another node goes home"
+    )
+    pool_size: int = setting(4, in_range(1, 64), "database threads (one connection each)")
+    presence_ttl: float = setting(30.0, positive, "seconds of silence before a user is offline")
+    session_ttl: float = setting(86400.0, positive, "seconds a session lives after its last use")
+    journal_ttl: float = setting(3600.0, positive, "seconds a request's recorded reply is kept")
+    cleanup_interval: float = setting(60.0, positive, "seconds between purges of expired rows")
+    busy_timeout: float = setting(10.0, positive, "seconds to wait for a database lock")
+    scrypt_n: int = setting(
+        2**17, _power_of_two, "scrypt cost of password hashes (cheaper ones are upgraded at sign-in)"
+    )
+    max_queue: int = setting(1000, in_range(1, 1_000_000), "queued messages kept per user")
+    max_body: int = setting(16384, in_range(256, 40_000), "bytes of JSON in one queued message")
+    max_images: int = setting(256, in_range(1, 100_000), "images one user may publish")
+
+
+SECTION = DirectorySettings.SECTION

@@ -20,8 +20,9 @@ import uuid
 from typing import Any
 
 from cloudp2p.directory import validate as v
+from cloudp2p.directory.store import Store
 from cloudp2p.directory.token_seal import seal_token
-from cloudp2p.ops import Handler, JSONDict, OpError, RequestContext
+from cloudp2p.ops import Handler, Host, JSONDict, OpError, RequestContext
 
 LIST_LIMIT_MAX = 200
 FETCH_LIMIT_MAX = 500
@@ -29,8 +30,8 @@ ACK_IDS_MAX = 1000
 MESSAGE_ID_MAX = 2**62
 
 
-def _store(ctx: RequestContext) -> Any:
-    store = getattr(ctx.server, "directory", None)
+def _store(ctx: RequestContext) -> Store:
+    store = ctx.server.directory  # this area's own Store: the whole of it, not only ``Directory``
     if store is None:
         raise OpError("directory_unavailable", "this server has no directory; try another server")
     return store
@@ -217,6 +218,6 @@ OPS: dict[str, Handler] = {
 }
 
 
-def ops(server: Any) -> dict[str, Handler]:
+def ops(server: Host) -> dict[str, Handler]:
     """The directory's handlers; they use ``server.directory`` (a ``Store``) when called."""
     return dict(OPS)

@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from cloudp2p.directory import passwords, schema
+from cloudp2p.directory.config import DirectorySettings
 from cloudp2p.directory.db import Database, Tx
 from cloudp2p.directory.thumbnails import check_thumbnail
 from cloudp2p.directory.token_seal import new_token
@@ -98,28 +99,23 @@ class Store:
         self,
         db: Database,
         reactor: Any,
+        settings: DirectorySettings | None = None,
         *,
-        presence_ttl: float = 30.0,
-        session_ttl: float = 86400.0,
-        journal_ttl: float = 3600.0,
-        cleanup_interval: float = 60.0,
-        scrypt_n: int = passwords.DEFAULT_N,
-        max_queue: int = 1000,
-        max_body: int = 16384,
-        max_images: int = 256,
         cpu_threads: int = 2,
         clock: Callable[[], float] | None = None,
     ) -> None:
+        """``settings``: the ``[directory]`` section (its limits and lifetimes are read from it)."""
         self.db = db
         self.reactor = reactor
-        self.presence_ttl = presence_ttl
-        self.session_ttl = session_ttl
-        self.journal_ttl = journal_ttl
-        self.cleanup_interval = cleanup_interval
-        self.scrypt_n = scrypt_n
-        self.max_queue = max_queue
-        self.max_body = max_body
-        self.max_images = max_images
+        settings = settings or DirectorySettings()
+        self.presence_ttl = settings.presence_ttl
+        self.session_ttl = settings.session_ttl
+        self.journal_ttl = settings.journal_ttl
+        self.cleanup_interval = settings.cleanup_interval
+        self.scrypt_n = settings.scrypt_n
+        self.max_queue = settings.max_queue
+        self.max_body = settings.max_body
+        self.max_images = settings.max_images
         self._clock = clock or reactor.seconds
         self._cpu = ThreadPool(minthreads=0, maxthreads=cpu_threads, name="directory-cpu")
         self._cpu_started = False

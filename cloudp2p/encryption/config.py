@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from cloudp2p.config import Field, Section, in_range, one_of, seconds
+from cloudp2p.config import in_range, one_of, seconds, section, setting
 
 
 def _covers_dir(value: str) -> str:
@@ -25,22 +25,21 @@ def _covers_dir(value: str) -> str:
     return value
 
 
+@section("encryption", doc="hiding images in covers: cover library, worker processes, PNG level, limits")
+class EncryptionSettings:
+    """The ``[encryption]`` section, as the ``EncryptionEngine`` uses it."""
+
+    covers_dir: str = setting("", _covers_dir, "extra covers besides the built-in library")
+    workers: int = setting(2, in_range(1, 64), "processes that hide images")
+    png_compress_level: int = setting(1, in_range(0, 9), "zlib-style level of result PNGs")
+    png_writer: str = setting("fast", one_of("fast", "pillow"), "PNG encoder of result images")
+    busy_after: float = setting(1.0, in_range(0, 3600), "seconds of queued work before busy")
+    queue_order: str = setting(
+        "smallest_first", one_of("smallest_first", "arrival"), "order of waiting encrypt jobs"
+    )
+    max_image_size: int = setting(64 * 1024 * 1024, in_range(1024, 2**31), "largest secret/cover, bytes")
+    fetch_timeout: float = setting(120.0, seconds, "seconds to fetch the client's image")
+    result_ttl: float = setting(300.0, seconds, "seconds the result stays offered")
 
 
-SECTION = Section(
-    name="encryption",
-    doc="hiding images in covers: cover library, worker processes, PNG level, limits",
-    fields={
-        "covers_dir": Field(str, "", _covers_dir, "extra covers besides the built-in library"),
-        "workers": Field(int, 2, in_range(1, 64), "processes that hide images"),
-        "png_compress_level": Field(int, 1, in_range(0, 9), "zlib-style level of result PNGs"),
-        "png_writer": Field(str, "fast", one_of("fast", "pillow"), "PNG encoder of result images"),
-        "busy_after": Field((int, float), 1.0, in_range(0, 3600), "seconds of queued work before busy"),
-        "queue_order": Field(
-            str, "smallest_first", one_of("smallest_first", "arrival"), "order of waiting encrypt jobs"
-        ),
-        "max_image_size": Field(int, 64 * 1024 * 1024, in_range(1024, 2**31), "largest secret/cover, bytes"),
-        "fetch_timeout": Field((int, float), 120.0, seconds, "seconds to fetch the client's image"),
-        "result_ttl": Field((int, float), 300.0, seconds, "seconds the result stays offered"),
-    },
-)
+SECTION = EncryptionSettings.SECTION

@@ -454,6 +454,25 @@ def _verify(
     return rights
 
 
+@attrs.frozen(repr=False)
+class Viewer:
+    """Who opens a received image, and whose signature its rights must carry.
+
+    What every viewer-side call needs, together: the viewer's private X25519 key and user id,
+    the owner's user id and raw Ed25519 public key (from the directory), and the viewer's ledger.
+    Ids are checked (``user_id_text``) when they are used.
+    """
+
+    x25519: X25519PrivateKey
+    user_id: str | int
+    owner_id: str | int
+    owner_ed25519: bytes
+    ledger: Ledger
+
+    def __repr__(self) -> str:
+        return f"Viewer(user_id={self.user_id!r}, owner_id={self.owner_id!r})"
+
+
 @attrs.define
 class _ViewerState:
     opened: _Opened
@@ -482,18 +501,10 @@ def _newer(a: SignedRights, b: SignedRights) -> SignedRights:
     return a if ka >= kb else b
 
 
-def _viewer_state(
-    carrier: fmt.Carrier,
-    *,
-    viewer_x25519: X25519PrivateKey,
-    viewer_id: str | int,
-    owner_id: str | int,
-    owner_ed25519_pub: bytes,
-    ledger_entry: LedgerEntry,
-) -> _ViewerState:
-    viewer_id, owner_id = user_id_text(viewer_id), user_id_text(owner_id)
-    opened = _open_wrap(carrier, viewer_x25519)
-    check = {"viewer_id": viewer_id, "owner_id": owner_id, "owner_pub": owner_ed25519_pub}
+def _viewer_state(carrier: fmt.Carrier, viewer: Viewer, ledger_entry: LedgerEntry) -> _ViewerState:
+    viewer_id, owner_id = user_id_text(viewer.user_id), user_id_text(viewer.owner_id)
+    opened = _open_wrap(carrier, viewer.x25519)
+    check = {"viewer_id": viewer_id, "owner_id": owner_id, "owner_pub": viewer.owner_ed25519}
     _verify(opened.signed, opened.header, **check)
     newest = opened.signed
     if ledger_entry.rights is not None:
@@ -523,58 +534,24 @@ def _rewrite(
         carrier.write(fmt.COUNTER_START, counter)
 
 
-def status_carrier(
-    carrier: fmt.Carrier, *, viewer_x25519, viewer_id, owner_id, owner_ed25519_pub, ledger
-) -> ViewStatus:
+def status_carrier(carrier: fmt.Carrier, viewer: Viewer) -> ViewStatus:
     image_id = image_id_text(fmt.read_header(carrier).image_id)
-    state = _viewer_state(
-        carrier,
-        viewer_x25519=viewer_x25519,
-        viewer_id=viewer_id,
-        owner_id=owner_id,
-        owner_ed25519_pub=owner_ed25519_pub,
-        ledger_entry=ledger.get(image_id),
-    )
-    return state.status()
+    return _viewer_state(carrier, viewer, viewer.ledger.get(image_id)).status()
 
 
-def status(
-    png: bytes,
-    *,
-    viewer_x25519: X25519PrivateKey,
-    viewer_id: str | int,
-    owner_id: str | int,
-    owner_ed25519_pub: bytes,
-    ledger: Ledger,
-) -> ViewStatus:
+def status(png: bytes, viewer: Viewer) -> ViewStatus:
     """Views left for this viewer, without using one."""
-    return status_carrier(
-        load_carrier(png),
-        viewer_x25519=viewer_x25519,
-        viewer_id=viewer_id,
-        owner_id=owner_id,
-        owner_ed25519_pub=owner_ed25519_pub,
-        ledger=ledger,
-    )
+    return status_carrier(load_carrier(png), viewer)
 
 
-def view_carrier(
-    carrier: fmt.Carrier, *, viewer_x25519, viewer_id, owner_id, owner_ed25519_pub, ledger: Ledger
-) -> tuple[bytes | None, ViewStatus, bool]:
+def view_carrier(carrier: fmt.Carrier, viewer: Viewer) -> tuple[bytes | None, ViewStatus, bool]:
     """(secret image or None, status after the view, whether the carrier changed)."""
     image_id = image_id_text(fmt.read_header(carrier).image_id)
     found: dict[str, Any] = {}
 
     def consume(entry: LedgerEntry) -> LedgerEntry:
         # Runs under the ledger's lock: the check and the record are one step.
-        state = _viewer_state(
-            carrier,
-            viewer_x25519=viewer_x25519,
-            viewer_id=viewer_id,
-            owner_id=owner_id,
-            owner_ed25519_pub=owner_ed25519_pub,
-            ledger_entry=entry,
-        )
+        state = _viewer_state(carrier, viewer, entry)
         found["state"] = state
         left = state.status().views_left
         if left <= 0:
@@ -593,12 +570,12 @@ def view_carrier(
         # image file is rewritten, the view is still counted. Failing safe costs the viewer a view.
         return LedgerEntry(state.views_used + 1, state.newest.rights.version, state.newest.to_bytes())
 
-    entry = ledger.update(image_id, consume)
+    entry = viewer.ledger.update(image_id, consume)
     state = found["state"]
     consumed = found["image"] is not None
     stale_rights = state.newest.to_bytes() != state.opened.signed.to_bytes()
     if consumed or state.image_used < entry.views_used or stale_rights:
-        _rewrite(carrier, state, viewer_x25519, entry.views_used)
+        _rewrite(carrier, state, viewer.x25519, entry.views_used)
         changed = True
     else:
         changed = False
@@ -606,46 +583,21 @@ def view_carrier(
     return found["image"], final.status(), changed
 
 
-def open_for_view(
-    png: bytes,
-    *,
-    viewer_x25519: X25519PrivateKey,
-    viewer_id: str | int,
-    owner_id: str | int,
-    owner_ed25519_pub: bytes,
-    ledger: Ledger,
-    compress_level: int = DEFAULT_COMPRESS_LEVEL,
-) -> ViewResult:
+def open_for_view(png: bytes, viewer: Viewer, *, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> ViewResult:
     """Use one view: the secret image while views remain (recorded in ledger and image), else the cover.
 
-    Refuses (``RightsError``) rights not signed by ``owner_ed25519_pub``, or
+    Refuses (``RightsError``) rights not signed by ``viewer.owner_ed25519``, or
     signed for another image, viewer or owner; ``WrongKeyError`` if the image was
     not shared with this viewer. Store ``result.png`` in place of the old file.
     """
     png = bytes(png)
     carrier = load_carrier(png)
-    image, st, changed = view_carrier(
-        carrier,
-        viewer_x25519=viewer_x25519,
-        viewer_id=viewer_id,
-        owner_id=owner_id,
-        owner_ed25519_pub=owner_ed25519_pub,
-        ledger=ledger,
-    )
+    image, st, changed = view_carrier(carrier, viewer)
     new_png = save_carrier(carrier, compress_level) if changed else png
     return ViewResult(image=image, cover_png=new_png, png=new_png, status=st, consumed=image is not None)
 
 
-def apply_rights_carrier(
-    carrier: fmt.Carrier,
-    blob: bytes,
-    *,
-    viewer_x25519,
-    viewer_id,
-    owner_id,
-    owner_ed25519_pub,
-    ledger: Ledger,
-) -> ViewStatus:
+def apply_rights_carrier(carrier: fmt.Carrier, blob: bytes, viewer: Viewer) -> ViewStatus:
     image_id = image_id_text(fmt.read_header(carrier).image_id)
     try:
         update = SignedRights.from_bytes(blob)
@@ -654,20 +606,13 @@ def apply_rights_carrier(
     found: dict[str, Any] = {}
 
     def install(entry: LedgerEntry) -> LedgerEntry:
-        state = _viewer_state(
-            carrier,
-            viewer_x25519=viewer_x25519,
-            viewer_id=viewer_id,
-            owner_id=owner_id,
-            owner_ed25519_pub=owner_ed25519_pub,
-            ledger_entry=entry,
-        )
+        state = _viewer_state(carrier, viewer, entry)
         _verify(
             update,
             state.opened.header,
-            viewer_id=user_id_text(viewer_id),
-            owner_id=user_id_text(owner_id),
-            owner_pub=owner_ed25519_pub,
+            viewer_id=user_id_text(viewer.user_id),
+            owner_id=user_id_text(viewer.owner_id),
+            owner_pub=viewer.owner_ed25519,
         )
         if update.rights.payload_hash != state.opened.signed.rights.payload_hash:
             raise RightsMismatchError("the rights update was signed for another payload")
@@ -679,22 +624,14 @@ def apply_rights_carrier(
         found["state"] = state
         return LedgerEntry(state.views_used, update.rights.version, update.to_bytes())
 
-    entry = ledger.update(image_id, install)
+    entry = viewer.ledger.update(image_id, install)
     state = found["state"]
-    _rewrite(carrier, state, viewer_x25519, entry.views_used)
+    _rewrite(carrier, state, viewer.x25519, entry.views_used)
     return attrs.evolve(state, image_used=entry.views_used, ledger=entry).status()
 
 
 def apply_rights(
-    png: bytes,
-    blob: bytes,
-    *,
-    viewer_x25519: X25519PrivateKey,
-    viewer_id: str | int,
-    owner_id: str | int,
-    owner_ed25519_pub: bytes,
-    ledger: Ledger,
-    compress_level: int = DEFAULT_COMPRESS_LEVEL,
+    png: bytes, blob: bytes, viewer: Viewer, *, compress_level: int = DEFAULT_COMPRESS_LEVEL
 ) -> tuple[bytes, ViewStatus]:
     """Install a newer signed rights blob from the owner: (new PNG to store, status).
 
@@ -703,15 +640,7 @@ def apply_rights(
     it first, so the update holds even if the file is later replaced.
     """
     carrier = load_carrier(png)
-    st = apply_rights_carrier(
-        carrier,
-        blob,
-        viewer_x25519=viewer_x25519,
-        viewer_id=viewer_id,
-        owner_id=owner_id,
-        owner_ed25519_pub=owner_ed25519_pub,
-        ledger=ledger,
-    )
+    st = apply_rights_carrier(carrier, blob, viewer)
     return save_carrier(carrier, compress_level), st
 
 
@@ -724,6 +653,7 @@ __all__ = [
     "Sealed",
     "ViewResult",
     "ViewStatus",
+    "Viewer",
     "apply_rights",
     "grant",
     "open_for_view",

@@ -41,10 +41,11 @@ from twisted.logger import Logger
 
 from cloudp2p.encryption import keywrap
 from cloudp2p.encryption.errors import EncryptionError
-from cloudp2p.encryption.service import EncryptionEngine
 from cloudp2p.errors import CloudP2PError, InvalidImage
-from cloudp2p.ops import JSONDict, OpError, RequestContext
+from cloudp2p.ops import Engine, Handler, Host, JSONDict, OpError, RequestContext
 from cloudp2p.stego.capacity import CapacityError
+from cloudp2p.transfer.errors import BadTransferMeta
+from cloudp2p.transfer.meta import TransferMeta
 
 log = Logger(namespace="cloudp2p.encryption.ops")
 
@@ -57,61 +58,53 @@ def _bad(message: str) -> OpError:
     return OpError("bad_request", message)
 
 
-def transfer_meta(value: Any, name: str, max_size: int) -> dict[str, Any]:
-    """Check ``{"port", "transfer_id", "size", "sha256"}`` from the network."""
-    if not isinstance(value, dict):
-        raise _bad(f"{name} must be an object with port, transfer_id, size and sha256")
-    port, tid, size, digest = (value.get(k) for k in ("port", "transfer_id", "size", "sha256"))
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise _bad(f"{name}.port must be a port number (1-65535)")
-    if not isinstance(tid, str) or not 1 <= len(tid) <= 128 or not tid.isascii():
-        raise _bad(f"{name}.transfer_id must be a short ASCII string")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise _bad(f"{name}.size must be a positive integer")
-    if size > max_size:
+def transfer_meta(value: Any, name: str, max_size: int) -> TransferMeta:
+    """The client's offer ``{"port", "transfer_id", "size", "sha256"}`` from the network, checked."""
+    size = value.get("size") if isinstance(value, dict) else None
+    if isinstance(size, int) and not isinstance(size, bool) and size > max_size:
         raise OpError("image_too_large", f"{name} is {size} bytes; this server accepts at most {max_size}")
-    if not isinstance(digest, str) or not _SHA256.match(digest):
-        raise _bad(f"{name}.sha256 must be 64 lowercase hex characters")
-    return {"port": port, "transfer_id": tid, "size": size, "sha256": digest}
+    try:
+        meta = TransferMeta.from_json(value)
+    except BadTransferMeta as e:
+        raise _bad(f"{name}: {e.detail}") from None
+    if meta.size < 1:
+        raise _bad(f"{name}.size must be a positive integer")
+    return meta
 
 
-def _engine(server: Any) -> EncryptionEngine:
-    engine = getattr(server, "encryption", None)
+def _engine(server: Host) -> Engine:
+    engine = server.encryption
     if engine is None:
         raise OpError("unavailable", "this server cannot encrypt images right now; try again")
     return engine
 
 
-async def _fetch(ctx: RequestContext, engine: EncryptionEngine, meta: dict[str, Any], name: str) -> bytes:
-    transfers = getattr(ctx.server, "transfers", None)
+async def _fetch(ctx: RequestContext, engine: Engine, meta: TransferMeta, name: str) -> bytes:
+    transfers = ctx.server.transfers
     if transfers is None:
         raise OpError("unavailable", "this server cannot transfer images right now; try again")
-    d = transfers.fetch((ctx.client[0], meta["port"]), meta["transfer_id"], meta["size"], meta["sha256"])
-    d.addTimeout(engine.fetch_timeout, engine.reactor)
+    d = transfers.fetch((ctx.client[0], meta.port), meta.transfer_id, meta.size, meta.sha256)
+    d.addTimeout(engine.settings.fetch_timeout, engine.reactor)
     try:
         return await d
     except defer.TimeoutError:
-        limit = engine.fetch_timeout
+        limit = engine.settings.fetch_timeout
         raise OpError("transfer_failed", f"fetching the {name} took more than {limit:g} s") from None
+    except BadTransferMeta as e:
+        raise _bad(f"{name}: {e}") from None
     except CloudP2PError as e:
-        if type(e).__name__ == "BadTransferMeta":
-            raise _bad(f"{name}: {e}") from None
         raise OpError("transfer_failed", f"fetching the {name} failed: {e}") from None
 
 
-def _transfer_host(server: Any) -> str | None:
+def _transfer_host(server: Host) -> str | None:
     """The address clients fetch results from, when this server knows it (a specific interface)."""
-    config = getattr(server, "config", None) or {}
-    interface = config.get("transfer", {}).get("interface")
-    client_listen = config.get("server", {}).get("client_listen") or (None, None)
+    config = server.config
+    interface = config.transfer.interface if config is not None else None
+    client_listen = config.server.client_listen if config is not None else (None, None)
     for host in (interface, client_listen[0]):
         if isinstance(host, str) and host not in ("0.0.0.0", "::", ""):
             return host
     return None
-
-
-def offer_meta(offer: Any) -> dict[str, Any]:
-    return {"port": offer.port, "transfer_id": offer.transfer_id, "size": offer.size, "sha256": offer.sha256}
 
 
 async def encrypt(ctx: RequestContext, args: JSONDict) -> JSONDict:
@@ -121,14 +114,15 @@ async def encrypt(ctx: RequestContext, args: JSONDict) -> JSONDict:
     token = args.get("token")
     if not isinstance(token, str) or not 1 <= len(token) <= MAX_TOKEN or not token.isascii():
         raise OpError("not_signed_in", "this request needs a valid session token; sign in first")
-    image = transfer_meta(args.get("image"), "image", engine.max_image_size)
+    limit = engine.settings.max_image_size
+    image = transfer_meta(args.get("image"), "image", limit)
     cover_arg = args.get("cover")
-    cover_meta = None if cover_arg is None else transfer_meta(cover_arg, "cover", engine.max_image_size)
+    cover_meta = None if cover_arg is None else transfer_meta(cover_arg, "cover", limit)
     name = args.get("name", "")
     if not isinstance(name, str) or len(name) > MAX_NAME:
         raise _bad(f"name must be a string of at most {MAX_NAME} characters")
-    cover_size = None if cover_meta is None else cover_meta["size"]
-    ticket = engine.admit(image["size"], cover_size, may_refuse=ctx.may_refuse)  # may raise Busy
+    cover_size = None if cover_meta is None else cover_meta.size
+    ticket = engine.admit(image.size, cover_size, may_refuse=ctx.may_refuse)  # may raise Busy
     try:
         return await _encrypt_admitted(ctx, engine, ticket, token, image, cover_meta, name)
     finally:
@@ -137,14 +131,14 @@ async def encrypt(ctx: RequestContext, args: JSONDict) -> JSONDict:
 
 async def _encrypt_admitted(
     ctx: RequestContext,
-    engine: EncryptionEngine,
+    engine: Engine,
     ticket: Any,
     token: str,
-    image: dict[str, Any],
-    cover_meta: dict[str, Any] | None,
+    image: TransferMeta,
+    cover_meta: TransferMeta | None,
     name: str,
 ) -> JSONDict:
-    owner = await engine.authenticate(getattr(ctx.server, "directory", None), token)
+    owner = await engine.authenticate(ctx.server.directory, token)
     owner_id = owner.user_id
 
     secret = await _fetch(ctx, engine, image, "image")
@@ -172,7 +166,7 @@ async def _encrypt_admitted(
     )
     reply = {
         "image_id": sealed.image_id,
-        "result": offer_meta(offer),
+        "result": offer.meta(),
         # Never the key in clear: this reply crosses UDP and is cached by every server.
         "content_key_sealed": base64.b64encode(
             keywrap.seal_key(sealed.content_key, owner.x25519, sealed.image_id.encode("ascii"))
@@ -188,5 +182,5 @@ async def _encrypt_admitted(
     return reply
 
 
-def ops(server: Any) -> dict[str, Any]:
+def ops(server: Host) -> dict[str, Handler]:
     return {"encrypt": encrypt}

@@ -1,7 +1,7 @@
 """The server's encryption engine: authenticates owners, runs seals in the worker pool, tracks result offers.
 
 ``ctx.server.encryption`` is an ``EncryptionEngine`` (the server service
-builds it with ``EncryptionEngine.from_config``); the ``encrypt`` op handler
+builds it from the ``[encryption]`` section, an ``EncryptionSettings``); the ``encrypt`` op handler
 (``cloudp2p/encryption/ops.py``) uses it. It holds no image and no content
 key once a request has replied: the only thing it keeps is the open result
 offers (the stego PNG, which is useless without the key) until they are
@@ -19,7 +19,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from cloudp2p.encryption import container
-from cloudp2p.encryption.config import SECTION
+from cloudp2p.encryption.config import EncryptionSettings
 from cloudp2p.encryption.scheduling import DEFAULT_AGEING_RATE, Scheduler, Ticket, estimate_work
 from cloudp2p.ops import OpError
 
@@ -88,38 +88,25 @@ class EncryptionEngine:
     def __init__(
         self,
         reactor: Any,
+        settings: EncryptionSettings | None = None,
         *,
-        png_compress_level: int = container.DEFAULT_COMPRESS_LEVEL,
-        png_writer: str = "fast",
-        max_image_size: int = 64 * 1024 * 1024,
-        fetch_timeout: float = 120.0,
-        result_ttl: float = 300.0,
-        covers_dir: str = "",
-        workers: int = 2,
-        busy_after: float = 1.0,
-        queue_order: str = "smallest_first",
         run_job: JobRunner | None = None,
         authenticate: Authenticator = directory_authenticator,
     ) -> None:
         self.reactor = reactor
-        self.png_compress_level = png_compress_level
-        self.png_writer = png_writer
-        self.max_image_size = max_image_size
-        self.fetch_timeout = fetch_timeout
-        self.result_ttl = result_ttl
-        self.covers_dir = covers_dir
-        self.workers = workers
+        self.settings = settings = settings or EncryptionSettings()
         self._shutdown: Callable[[], None] = lambda: None
         rate: Callable[[], float | None] = _unmeasured
         if run_job is None:
-            lazy = _LazyPool(reactor, workers)
+            lazy = _LazyPool(reactor, settings.workers)
             run_job, rate, self._shutdown = lazy.run, lazy.rate, lazy.shutdown
         self.run_job = run_job
+        busy_after, queue_order = settings.busy_after, settings.queue_order
         self.queue_order = queue_order
         # "arrival": first come first served and never busy (the order before issue 16, to measure against).
         self.scheduler = Scheduler(
             reactor,
-            workers,
+            settings.workers,
             busy_after=busy_after if busy_after > 0 and queue_order != "arrival" else float("inf"),
             ageing_rate=float("inf") if queue_order == "arrival" else DEFAULT_AGEING_RATE,
             rate_source=rate,
@@ -127,25 +114,6 @@ class EncryptionEngine:
         self.authenticate = authenticate
         self._offers: dict[str, tuple[Any, Any]] = {}  # transfer_id -> (offer, delayed close)
         self.sealed_count = 0
-
-    @classmethod
-    def from_config(cls, reactor: Any, section: dict[str, Any], **kwargs: Any) -> EncryptionEngine:
-        """From the validated ``[encryption]`` section (defaults filled in if keys are missing)."""
-        values = {name: field.default for name, field in SECTION.fields.items()}
-        values.update(section or {})
-        return cls(
-            reactor,
-            png_compress_level=values["png_compress_level"],
-            png_writer=values["png_writer"],
-            max_image_size=values["max_image_size"],
-            fetch_timeout=values["fetch_timeout"],
-            result_ttl=values["result_ttl"],
-            covers_dir=values["covers_dir"],
-            workers=values["workers"],
-            busy_after=values["busy_after"],
-            queue_order=values["queue_order"],
-            **kwargs,
-        )
 
     def admit(self, secret_size: int, cover_size: int | None, *, may_refuse: bool) -> Ticket:
         """A place in this server's queue for an encrypt of these sizes, or ``Busy`` (see scheduling.py).
@@ -165,7 +133,8 @@ class EncryptionEngine:
         self, secret: bytes, cover: bytes | None, ticket: Ticket | None = None
     ) -> container.Sealed:
         """Hide ``secret`` (in ``cover`` or a library cover) in a worker process, in ``ticket``'s turn."""
-        level, covers_dir, writer = self.png_compress_level, self.covers_dir, self.png_writer
+        s = self.settings
+        level, covers_dir, writer = s.png_compress_level, s.covers_dir, s.png_writer
         order = {}
         if ticket is not None:
             order = {"priority": ticket.priority, "cost": ticket.cost, "on_start": ticket.started}
@@ -175,9 +144,9 @@ class EncryptionEngine:
 
     def offer_result(self, transfers: Any, png: bytes) -> Any:
         """Offer the result PNG for one fetch; closed once fetched, idle or ``result_ttl`` old."""
-        offer = transfers.offer(png, timeout=self.result_ttl, max_fetches=1)
+        offer = transfers.offer(png, timeout=self.settings.result_ttl, max_fetches=1)
         tid = offer.transfer_id
-        call = self.reactor.callLater(self.result_ttl, self._expire, tid)
+        call = self.reactor.callLater(self.settings.result_ttl, self._expire, tid)
         self._offers[tid] = (offer, call)
         when_closed = getattr(offer, "when_closed", None)
         if when_closed is not None:
@@ -186,7 +155,8 @@ class EncryptionEngine:
 
     def _expire(self, tid: str) -> None:
         if tid in self._offers:
-            self.log.info("encrypt result {tid} not fetched in {ttl} s; closed", tid=tid, ttl=self.result_ttl)
+            ttl = self.settings.result_ttl
+            self.log.info("encrypt result {tid} not fetched in {ttl} s; closed", tid=tid, ttl=ttl)
             self._close(tid, expired=True)
 
     def _close(self, tid: str, *, expired: bool = False) -> None:

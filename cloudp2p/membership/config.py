@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from cloudp2p.config import Field, Section, at_least, hostport, hostport_or_zero, seconds
+from cloudp2p.config import at_least, hostport, hostport_or_zero, seconds, section, setting
 from cloudp2p.errors import ConfigError
 
 MIN_SECRET = 16
@@ -56,20 +56,24 @@ def _peers(value: list) -> dict[int, tuple[str, int]]:
 _buffer = at_least(65536, "bytes")
 
 
-SECTION = Section(
-    name="cluster",
-    required=True,
-    doc="server-to-server membership, failure detection and election",
-    fields={
-        "listen": Field(str, check=hostport_or_zero, doc="host:port of this server's cluster socket"),
-        "secret": Field(str, check=_secret, doc="HMAC-SHA256 key shared by all servers"),
-        "peers": Field(list, default=[], check=_peers, doc='["ID@host:port", ...] of the other servers'),
-        "heartbeat_interval": Field((int, float), default=0.2, check=seconds, doc="seconds"),
-        "failure_timeout": Field((int, float), default=1.0, check=seconds, doc="seconds"),
-        "election_timeout": Field((int, float), default=0.3, check=seconds, doc="seconds"),
-        "receive_buffer": Field(int, default=1 << 20, check=_buffer, doc="SO_RCVBUF in bytes"),
-    },
-)
+@section("cluster", required=True)
+class ClusterSection:
+    """Server-to-server membership, failure detection and election."""
+
+    listen: tuple[str, int] = setting(
+        types=str, check=hostport_or_zero, doc="host:port of this server's cluster socket"
+    )
+    secret: str = setting(types=str, check=_secret, doc="HMAC-SHA256 key shared by all servers")
+    peers: dict[int, tuple[str, int]] = setting(
+        {}, _peers, '["ID@host:port", ...] of the other servers', types=list
+    )
+    heartbeat_interval: float = setting(0.2, seconds, "seconds between heartbeats")
+    failure_timeout: float = setting(1.0, seconds, "silence after which a peer is suspected dead")
+    election_timeout: float = setting(0.3, seconds, "wait for an answer before moving on")
+    receive_buffer: int = setting(1 << 20, _buffer, "SO_RCVBUF in bytes")
+
+
+SECTION = ClusterSection.SECTION
 
 
 @attrs.frozen
@@ -97,25 +101,25 @@ class ClusterSettings:
         }
 
 
-def settings(section: dict[str, Any], server_id: int, origin: str = "<config>") -> ClusterSettings:
+def settings(section: ClusterSection, server_id: int, origin: str = "<config>") -> ClusterSettings:
     """Checks that need more than one key (or the server id); raises ``ConfigError`` naming file and key."""
     where = f"{origin}: [cluster]"
-    hb, timeout = section["heartbeat_interval"], section["failure_timeout"]
+    hb, timeout = section.heartbeat_interval, section.failure_timeout
     if timeout < 2 * hb:
         raise ConfigError(
             f"{where} failure_timeout: must be at least twice heartbeat_interval ({hb}), got {timeout}"
         )
-    if section["election_timeout"] > timeout:
+    if section.election_timeout > timeout:
         raise ConfigError(f"{where} election_timeout: must not exceed failure_timeout ({timeout})")
-    peers = dict(section["peers"])
+    peers = dict(section.peers)
     peers.pop(server_id, None)
     return ClusterSettings(
         server_id=server_id,
-        listen=section["listen"],
-        secret=section["secret"].encode("utf-8"),
+        listen=section.listen,
+        secret=section.secret.encode("utf-8"),
         peers=peers,
         heartbeat_interval=hb,
         failure_timeout=timeout,
-        election_timeout=section["election_timeout"],
-        receive_buffer=section["receive_buffer"],
+        election_timeout=section.election_timeout,
+        receive_buffer=section.receive_buffer,
     )

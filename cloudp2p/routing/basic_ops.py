@@ -9,9 +9,10 @@ only on a server started with ``[server] test_ops = true``; a production cloud
 does not know them (``unknown_op``). Even then ``work`` is bounded by
 ``MAX_WORK_UNITS`` MiB per request and ``work_queue`` waiting requests.
 
-They need from the server object: ``id``, ``reactor``, ``node`` (the
-``ClusterNode``), ``router`` (the ``Router``) and ``cpu_pool`` (a started
-``twisted.python.threadpool.ThreadPool``) for ``work``.
+They use, through ``ctx.server`` (``cloudp2p.ops.Host``): ``id``, ``reactor``,
+``node`` (the ``ClusterNode``), ``router`` (the ``Router``), and for ``work``
+``cpu_pool`` (a started ``twisted.python.threadpool.ThreadPool``) and
+``work_queue`` (a ``WorkQueue``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from twisted.internet import threads
 
-from cloudp2p.ops import Handler, OpError, RequestContext
+from cloudp2p.ops import Handler, Host, OpError, RequestContext
 
 WORK_UNIT_BYTES = 1 << 20  # one unit of work hashes one MiB (a few milliseconds of CPU)
 MAX_WORK_UNITS = 256
@@ -45,48 +46,53 @@ class WorkQueue:
         self.waiting = 0
 
 
-def ops(server: Any) -> dict[str, Handler]:
-    queue = WorkQueue(getattr(server, "work_queue_limit", 256))
+async def ping(ctx: RequestContext, args: dict[str, Any]) -> dict[str, Any]:
+    if args:
+        raise OpError("bad_args", "ping takes no arguments")
+    server = ctx.server
+    return {"server": server.id, "term": server.node.term, "time": server.reactor.seconds()}
 
-    async def ping(ctx: RequestContext, args: dict[str, Any]) -> dict[str, Any]:
-        if args:
-            raise OpError("bad_args", "ping takes no arguments")
-        return {"server": server.id, "term": server.node.term, "time": server.reactor.seconds()}
 
-    async def work(ctx: RequestContext, args: dict[str, Any]) -> dict[str, Any]:
-        units = args.get("units", 1)
-        if set(args) - {"units"}:
-            raise OpError("bad_args", "work takes only 'units'")
-        if not isinstance(units, int) or isinstance(units, bool) or not 1 <= units <= MAX_WORK_UNITS:
-            raise OpError("bad_args", f"units must be an integer from 1 to {MAX_WORK_UNITS}")
-        if queue.waiting >= queue.limit:
-            raise OpError("busy", "this server has too much work queued; try again later")
-        queue.waiting += 1
-        started = time.perf_counter()
-        try:
-            digest = await threads.deferToThreadPool(server.reactor, server.cpu_pool, do_work, units)
-        finally:
-            queue.waiting -= 1
-        return {
-            "server": server.id,
-            "request_id": ctx.request_id,
-            "units": units,
-            "digest": digest,
-            "seconds": round(time.perf_counter() - started, 6),
-        }
+async def work(ctx: RequestContext, args: dict[str, Any]) -> dict[str, Any]:
+    units = args.get("units", 1)
+    if set(args) - {"units"}:
+        raise OpError("bad_args", "work takes only 'units'")
+    if not isinstance(units, int) or isinstance(units, bool) or not 1 <= units <= MAX_WORK_UNITS:
+        raise OpError("bad_args", f"units must be an integer from 1 to {MAX_WORK_UNITS}")
+    server = ctx.server
+    queue = server.work_queue
+    if queue.waiting >= queue.limit:
+        raise OpError("busy", "this server has too much work queued; try again later")
+    queue.waiting += 1
+    started = time.perf_counter()
+    try:
+        digest = await threads.deferToThreadPool(server.reactor, server.cpu_pool, do_work, units)
+    finally:
+        queue.waiting -= 1
+    return {
+        "server": server.id,
+        "request_id": ctx.request_id,
+        "units": units,
+        "digest": digest,
+        "seconds": round(time.perf_counter() - started, 6),
+    }
 
-    async def status(ctx: RequestContext, args: dict[str, Any]) -> dict[str, Any]:
-        if args:
-            raise OpError("bad_args", "status takes no arguments")
-        return server.router.status()
 
-    async def recent_runs(ctx: RequestContext, args: dict[str, Any]) -> dict[str, Any]:
-        """The last handler runs on this server (a query to one server, for debugging and tests)."""
-        if args:
-            raise OpError("bad_args", "recent_runs takes no arguments")
-        runs = [[rid, op, round(started, 6)] for rid, op, started in server.router.journal]
-        return {"server": server.id, "runs": runs}
+async def status(ctx: RequestContext, args: dict[str, Any]) -> dict[str, Any]:
+    if args:
+        raise OpError("bad_args", "status takes no arguments")
+    return ctx.server.router.status()
 
-    if not getattr(server, "test_ops", False):
+
+async def recent_runs(ctx: RequestContext, args: dict[str, Any]) -> dict[str, Any]:
+    """The last handler runs on this server (a query to one server, for debugging and tests)."""
+    if args:
+        raise OpError("bad_args", "recent_runs takes no arguments")
+    runs = [[rid, op, round(started, 6)] for rid, op, started in ctx.server.router.journal]
+    return {"server": ctx.server.id, "runs": runs}
+
+
+def ops(server: Host) -> dict[str, Handler]:
+    if not server.test_ops:
         return {"ping": ping, "status": status}
     return {"ping": ping, "work": work, "status": status, "recent_runs": recent_runs}

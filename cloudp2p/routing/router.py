@@ -65,6 +65,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from cloudp2p.config import at_least, in_range, seconds, setting
 from cloudp2p.ops import OpError, OpRegistry, RequestContext, is_busy
 from cloudp2p.routing import client_wire as wire
 from cloudp2p.routing.cookies import CookieJar
@@ -76,34 +77,42 @@ BUSY = "rt.busy"
 _UNKNOWN_LOAD = 1e9
 
 
-@attrs.frozen
+_count = at_least(1)
+_bytes = at_least(65536, "bytes")
+
+
+@attrs.frozen(kw_only=True)
 class RouterSettings:
-    max_pending: int = 10_000  # requests recorded and not yet done
-    pending_ttl: float = 60.0  # a request nobody finished in this long is forgotten
-    max_done: int = 20_000  # replies kept to answer retries
-    done_ttl: float = 120.0
-    max_running: int = 256  # handlers running at once on this server
+    """The router's limits: the ``setting`` fields are keys of ``[server]`` (``server.config``), the
+    others the code's own tunables."""
+
+    max_pending: int = setting(10_000, _count, "requests tracked and not yet done")
+    pending_ttl: float = setting(60.0, seconds, "seconds before an unfinished request is forgotten")
+    max_done: int = setting(20_000, _count, "replies kept to answer retries")
+    done_ttl: float = setting(120.0, seconds, "seconds a reply is kept")
+    max_running: int = setting(256, _count, "handlers running at once")
+    resend_after: float = setting(0.5, seconds, "coordinator re-sends an unfinished assignment")
+    outstanding_weight: float = setting(0.25, in_range(0, 100), "load per outstanding assignment")
+    max_pending_bytes: int = setting(64 << 20, _bytes, "bytes of pending requests kept")
+    max_done_bytes: int = setting(64 << 20, _bytes, "bytes of replies kept for retries")
+    cookie_ttl: float = setting(600.0, in_range(10, 86400), "seconds an address cookie is good")
+    auth_source_burst: int = setting(10, in_range(1, 100_000), "sign_in/register one source may send at once")
+    auth_source_interval: float = setting(2.0, in_range(0.0001, 3600), "then one per this many seconds")
+    auth_user_burst: int = setting(5, in_range(1, 100_000), "sign_in attempts for one user name at once")
+    auth_user_interval: float = setting(10.0, in_range(0.0001, 3600), "then one per this many seconds")
+    # the code's own tunables (not keys of the file)
     tick_interval: float = 0.1
-    resend_after: float = 0.5  # coordinator re-sends an unfinished assignment after this long
     max_attempts: int = 6  # assignments to different servers before the request fails
     stall_threshold: float = 0.5  # reactor gap that counts as a stall (SIGSTOP)
     stall_grace: float = 0.3  # after a stall: no coordinator action, queued assignments dropped
-    outstanding_weight: float = 0.25  # load units per assignment still outstanding on a server
     direct_ops: frozenset[str] = frozenset({"status", "ping", "recent_runs"})  # if registered
     journal_size: int = 400  # recent handler runs kept for ``recent_runs`` (fits one reply)
-    max_pending_bytes: int = 64 << 20  # request datagrams kept while pending
-    max_done_bytes: int = 64 << 20  # reply bodies kept for retries
-    cookie_ttl: float = 600.0  # seconds a return-routability cookie is good
     error_burst: int = 20  # error replies to one source at once ...
     error_interval: float = 0.1  # ... then one per this many seconds
     challenge_burst: int = 10  # cookie challenges to one source at once ...
     challenge_interval: float = 0.2  # ... then one per this many seconds
     challenge_rate: float = 2000.0  # cookie challenges per second to all sources together
     auth_ops: frozenset[str] = frozenset({"sign_in", "register"})  # each runs scrypt
-    auth_source_burst: int = 10  # auth_ops from one source at once ...
-    auth_source_interval: float = 2.0  # ... then one per this many seconds
-    auth_user_burst: int = 5  # auth_ops naming one user name at once ...
-    auth_user_interval: float = 10.0  # ... then one per this many seconds
     rate_table_size: int = 4096  # keys per rate-limit table
 
 

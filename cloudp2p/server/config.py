@@ -29,22 +29,22 @@ from typing import Any
 import attrs
 
 from cloudp2p.config import (
-    Field,
     Schema,
-    Section,
     at_least,
     format_hostport,
     hostport,
     in_range,
     read_toml,
-    seconds,
+    section,
+    setting,
 )
-from cloudp2p.directory.config import SECTION as DIRECTORY_SECTION
+from cloudp2p.directory.config import DirectorySettings
 from cloudp2p.directory.config import check_section as check_directory
-from cloudp2p.encryption.config import SECTION as ENCRYPTION_SECTION
+from cloudp2p.encryption.config import EncryptionSettings
 from cloudp2p.errors import ConfigError
 from cloudp2p.membership import config as cluster_config
-from cloudp2p.transfer.config import SECTION as TRANSFER_SECTION
+from cloudp2p.routing.router import RouterSettings
+from cloudp2p.transfer.config import TransferConfig
 
 
 def _server_id(value: int) -> int:
@@ -53,105 +53,73 @@ def _server_id(value: int) -> int:
     return value
 
 
-_count = at_least(1)
 _buffer = at_least(65536, "bytes")
 
 
-SECTION = Section(
-    name="server",
-    required=True,
-    doc="this server: its id, its client socket and the request router's limits",
-    fields={
-        "id": Field(int, check=_server_id, doc="this server's id (>= 1), unique in the cloud"),
-        "client_listen": Field(str, check=hostport, doc="host:port of the socket clients send requests to"),
-        "state_dir": Field(str, default="", doc="directory for this server's files (other areas use it)"),
-        "receive_buffer": Field(int, default=4 << 20, check=_buffer, doc="SO_RCVBUF of the client socket"),
-        "max_pending": Field(int, default=10_000, check=_count, doc="requests tracked and not yet done"),
-        "pending_ttl": Field(
-            (int, float),
-            default=60.0,
-            check=seconds,
-            doc="seconds before an unfinished request is forgotten",
-        ),
-        "max_done": Field(int, default=20_000, check=_count, doc="replies kept to answer retries"),
-        "done_ttl": Field((int, float), default=120.0, check=seconds, doc="seconds a reply is kept"),
-        "max_running": Field(int, default=256, check=_count, doc="handlers running at once"),
-        "resend_after": Field(
-            (int, float), default=0.5, check=seconds, doc="coordinator re-sends an unfinished assignment"
-        ),
-        "outstanding_weight": Field(
-            (int, float), default=0.25, check=in_range(0, 100), doc="load per outstanding assignment"
-        ),
-        "work_threads": Field(int, default=2, check=in_range(1, 64), doc="threads for CPU-bound work"),
-        "work_queue": Field(int, default=256, check=_count, doc="work requests allowed to wait for a thread"),
-        "test_ops": Field(
-            bool,
-            default=False,
-            doc="tests and benchmarks only: register the load-test op work and the recent_runs query",
-        ),
-        "max_pending_bytes": Field(
-            int, default=64 << 20, check=at_least(65536, "bytes"), doc="bytes of pending requests kept"
-        ),
-        "max_done_bytes": Field(
-            int, default=64 << 20, check=at_least(65536, "bytes"), doc="bytes of replies kept for retries"
-        ),
-        "cookie_ttl": Field(
-            (int, float), default=600.0, check=in_range(10, 86400), doc="seconds an address cookie is good"
-        ),
-        "auth_source_burst": Field(
-            int, default=10, check=in_range(1, 100_000), doc="sign_in/register one source may send at once"
-        ),
-        "auth_source_interval": Field(
-            (int, float), default=2.0, check=in_range(0.0001, 3600), doc="then one per this many seconds"
-        ),
-        "auth_user_burst": Field(
-            int, default=5, check=in_range(1, 100_000), doc="sign_in attempts for one user name at once"
-        ),
-        "auth_user_interval": Field(
-            (int, float), default=10.0, check=in_range(0.0001, 3600), doc="then one per this many seconds"
-        ),
-    },
-)
+@section("server", required=True)
+class ServerSettings(RouterSettings):
+    """This server: its id, its client socket, its work pool and the request router's limits."""
+
+    id: int = setting(types=int, check=_server_id, doc="this server's id (>= 1), unique in the cloud")
+    client_listen: tuple[str, int] = setting(
+        types=str, check=hostport, doc="host:port of the socket clients send requests to"
+    )
+    state_dir: str = setting("", doc="directory for this server's files (other areas use it)")
+    receive_buffer: int = setting(4 << 20, _buffer, "SO_RCVBUF of the client socket")
+    work_threads: int = setting(2, in_range(1, 64), "threads for CPU-bound work")
+    work_queue: int = setting(256, at_least(1), "work requests allowed to wait for a thread")
+    test_ops: bool = setting(
+        False, doc="tests and benchmarks only: register the load-test op work and the recent_runs query"
+    )
 
 
-def _cluster_section() -> Section:
+@section("cluster", required=True)
+class ServerClusterSection(cluster_config.ClusterSection):
     """The membership owner's ``[cluster]`` section, plus ``secret_file`` as an alternative to ``secret``."""
-    base = cluster_config.SECTION
-    if "secret_file" in base.fields:
-        return base
-    fields = dict(base.fields)
-    fields["secret"] = attrs.evolve(fields["secret"], default="", check=None)
-    fields["secret_file"] = Field(str, default="", doc="file holding the cluster secret (instead of secret)")
-    return attrs.evolve(base, fields=fields)
+
+    secret: str = setting("", doc="HMAC-SHA256 key shared by all servers (or give secret_file)")
+    secret_file: str = setting("", doc="file holding the cluster secret (instead of secret)")
 
 
-# The areas' sections, in file order; each is optional with defaults, and its keys arrive
-# in Server.config["<name>"].
-EXTRA_SECTIONS: list[Section] = [DIRECTORY_SECTION, TRANSFER_SECTION, ENCRYPTION_SECTION]
+SECTION = ServerSettings.SECTION
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    """A server's whole config file: one settings object per section."""
+
+    server: ServerSettings
+    cluster: ServerClusterSection
+    directory: DirectorySettings = attrs.field(factory=DirectorySettings)
+    transfer: TransferConfig = attrs.field(factory=TransferConfig)
+    encryption: EncryptionSettings = attrs.field(factory=EncryptionSettings)
 
 
 def schema() -> Schema:
-    return Schema((SECTION, _cluster_section(), *EXTRA_SECTIONS))
+    """The sections of ``ServerConfig``, in file order."""
+    classes = (ServerSettings, ServerClusterSection, DirectorySettings, TransferConfig, EncryptionSettings)
+    return Schema(tuple(cls.SECTION for cls in classes))
 
 
-def load(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+def load(path: str | os.PathLike[str]) -> ServerConfig:
     """Read, validate and cross-check a server config file; ``ConfigError`` names file and key."""
     return validate(read_toml(path), os.fspath(path))
 
 
-def validate(raw: dict[str, Any], origin: str = "<config>") -> dict[str, dict[str, Any]]:
-    config = schema().validate(raw, origin)
-    server, cluster = config["server"], config["cluster"]
+def validate(raw: dict[str, Any], origin: str = "<config>") -> ServerConfig:
+    sections = schema().validate(raw, origin)
+    server, cluster = sections["server"], sections["cluster"]
     where = f"{origin}: [cluster]"
     if "peers" not in raw.get("cluster", {}):
         raise ConfigError(
             f'{where} peers: missing required key; list every other server as "ID@host:port" '
             f"(peers = [] for a one-server cloud)"
         )
-    cluster["secret"] = _resolve_secret(cluster, origin)
-    own_id = server["id"]
-    listen = cluster["listen"]
-    for peer_id, address in cluster["peers"].items():
+    cluster = attrs.evolve(cluster, secret=_resolve_secret(cluster, origin), secret_file="")
+    config = ServerConfig(**{**sections, "cluster": cluster})
+    own_id = server.id
+    listen = cluster.listen
+    for peer_id, address in cluster.peers.items():
         if peer_id != own_id and address == listen:
             raise ConfigError(
                 f"{where} peers: server {peer_id} uses this server's listen address {format_hostport(listen)}"
@@ -161,14 +129,14 @@ def validate(raw: dict[str, Any], origin: str = "<config>") -> dict[str, dict[st
                 f"{where} peers: this server's own id {own_id} is listed at {format_hostport(address)}, "
                 f"but listen is {format_hostport(listen)}"
             )
-    if server["client_listen"] == listen:
+    if server.client_listen == listen:
         raise ConfigError(
             f"{origin}: [server] client_listen: must differ from [cluster] listen ({format_hostport(listen)})"
         )
     _check_development_secret(config, origin)
-    if server["state_dir"] and not os.path.isdir(server["state_dir"]):
-        raise ConfigError(f"{origin}: [server] state_dir: {server['state_dir']!r} is not a directory")
-    check_directory(config["directory"], origin)
+    if server.state_dir and not os.path.isdir(server.state_dir):
+        raise ConfigError(f"{origin}: [server] state_dir: {server.state_dir!r} is not a directory")
+    check_directory(config.directory, origin)
     # Cross-checks owned by the membership part (timers, own entry among the peers).
     cluster_config.settings(cluster, own_id, origin)
     return config
@@ -186,19 +154,19 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def _check_development_secret(config: dict[str, dict[str, Any]], origin: str) -> None:
+def _check_development_secret(config: ServerConfig, origin: str) -> None:
     """The development secret refuses to run on any address another machine could reach.
 
     It authenticates the servers to each other and keys the clients' address cookies: with a
     public secret, anyone could forge both.
     """
-    cluster = config["cluster"]
-    if cluster["secret"] not in DEVELOPMENT_SECRETS:
+    cluster = config.cluster
+    if cluster.secret not in DEVELOPMENT_SECRETS:
         return
     addresses = [
-        ("[server] client_listen", config["server"]["client_listen"][0]),
-        ("[cluster] listen", cluster["listen"][0]),
-        *((f"[cluster] peers ({peer})", address[0]) for peer, address in cluster["peers"].items()),
+        ("[server] client_listen", config.server.client_listen[0]),
+        ("[cluster] listen", cluster.listen[0]),
+        *((f"[cluster] peers ({peer})", address[0]) for peer, address in cluster.peers.items()),
     ]
     for key, host in addresses:
         if not _is_loopback(host):
@@ -222,8 +190,8 @@ def _check_private(path: str, where: str) -> None:
         )
 
 
-def _resolve_secret(cluster: dict[str, Any], origin: str) -> str:
-    secret, secret_file = cluster.get("secret", ""), cluster.pop("secret_file", "")
+def _resolve_secret(cluster: ServerClusterSection, origin: str) -> str:
+    secret, secret_file = cluster.secret, cluster.secret_file
     where = f"{origin}: [cluster]"
     if secret and secret_file:
         raise ConfigError(f"{where} secret_file: give either secret or secret_file, not both")
@@ -248,7 +216,5 @@ def _resolve_secret(cluster: dict[str, Any], origin: str) -> str:
     return secret
 
 
-def cluster_settings(
-    config: dict[str, dict[str, Any]], origin: str = "<config>"
-) -> cluster_config.ClusterSettings:
-    return cluster_config.settings(config["cluster"], config["server"]["id"], origin)
+def cluster_settings(config: ServerConfig, origin: str = "<config>") -> cluster_config.ClusterSettings:
+    return cluster_config.settings(config.cluster, config.server.id, origin)

@@ -35,14 +35,14 @@ from cloudp2p.encryption.service import EncryptionEngine
 from cloudp2p.errors import ConfigError
 from cloudp2p.membership.load import LoadMeter
 from cloudp2p.membership.node import ClusterNode
-from cloudp2p.ops import Handler, OpRegistry
+from cloudp2p.ops import Handler, Host, OpRegistry
 from cloudp2p.routing import basic_ops, cookies
-from cloudp2p.routing.router import ClientProtocol, Router, RouterSettings
+from cloudp2p.routing.router import ClientProtocol, Router
 from cloudp2p.server import config as server_config
 from cloudp2p.sockets import set_buffer
 from cloudp2p.transfer import TransferManager
 
-OpProvider = Callable[[Any], dict[str, Handler]]
+OpProvider = Callable[[Host], dict[str, Handler]]
 
 # Each area's ops(server) -> {name: handler}; append one line per area.
 OP_PROVIDERS: list[OpProvider] = [
@@ -58,7 +58,7 @@ class Server(service.MultiService):
     log = Logger()
 
     def __init__(
-        self, config: dict[str, dict[str, Any]], reactor: Any = None, *, origin: str = "<config>"
+        self, config: server_config.ServerConfig, reactor: Any = None, *, origin: str = "<config>"
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -68,17 +68,17 @@ class Server(service.MultiService):
         self.reactor = reactor
         self.config = config
         self.origin = origin
-        srv = config["server"]
-        self.id: int = srv["id"]
-        self.directory: Any = None
-        self.transfers: Any = None
-        self.encryption: Any = None
+        srv = config.server
+        self.id: int = srv.id
+        self.directory: directory.Store | None = None
+        self.transfers: TransferManager | None = None
+        self.encryption: EncryptionEngine | None = None
         self.cluster_settings = server_config.cluster_settings(config, origin)
         self.cpu_pool = ThreadPool(
-            minthreads=0, maxthreads=srv["work_threads"], name=f"cloudp2p-work-{self.id}"
+            minthreads=0, maxthreads=srv.work_threads, name=f"cloudp2p-work-{self.id}"
         )
-        self.work_queue_limit: int = srv["work_queue"]
-        self.test_ops: bool = srv["test_ops"]
+        self.work_queue = basic_ops.WorkQueue(srv.work_queue)
+        self.test_ops: bool = srv.test_ops
         self.router: Router | None = None
         self.load_meter = LoadMeter(
             inflight=lambda: self.router.inflight() if self.router else 0,
@@ -96,22 +96,7 @@ class Server(service.MultiService):
             self.registry,
             clock=reactor,
             server=self,
-            settings=RouterSettings(
-                max_pending=srv["max_pending"],
-                pending_ttl=srv["pending_ttl"],
-                max_done=srv["max_done"],
-                done_ttl=srv["done_ttl"],
-                max_running=srv["max_running"],
-                resend_after=srv["resend_after"],
-                outstanding_weight=srv["outstanding_weight"],
-                max_pending_bytes=srv["max_pending_bytes"],
-                max_done_bytes=srv["max_done_bytes"],
-                cookie_ttl=float(srv["cookie_ttl"]),
-                auth_source_burst=srv["auth_source_burst"],
-                auth_source_interval=float(srv["auth_source_interval"]),
-                auth_user_burst=srv["auth_user_burst"],
-                auth_user_interval=float(srv["auth_user_interval"]),
-            ),
+            settings=srv,  # the [server] section is a RouterSettings: its limits are the router's
             cookie_key=cookies.derive_key(self.cluster_settings.secret),
         )
         self._ports: list[Any] = []
@@ -135,7 +120,7 @@ class Server(service.MultiService):
         return bound.host, bound.port
 
     def privilegedStartService(self) -> None:
-        srv = self.config["server"]
+        srv = self.config.server
         self.cluster_address = self._listen(
             self.cluster_settings.listen,
             self.node.protocol,
@@ -143,7 +128,7 @@ class Server(service.MultiService):
             self.cluster_settings.receive_buffer,
         )
         self.client_address = self._listen(
-            srv["client_listen"], ClientProtocol(self.router), "[server] client_listen", srv["receive_buffer"]
+            srv.client_listen, ClientProtocol(self.router), "[server] client_listen", srv.receive_buffer
         )
         # Datagrams from these are never answered: two servers must not answer each other.
         self.router.server_addresses = {
@@ -156,9 +141,9 @@ class Server(service.MultiService):
     def _open_areas(self) -> None:
         """The areas' long-lived objects. They need the real reactor (threads, sockets), so
         they are made at start, not in ``__init__``; handlers reach them through ``ctx.server``."""
-        self.directory = directory.open_store(self.config["directory"], self.reactor, owner=self.id)
-        self.transfers = TransferManager.from_config(self.reactor, self.config["transfer"])
-        self.encryption = EncryptionEngine.from_config(self.reactor, self.config["encryption"])
+        self.directory = directory.open_store(self.config.directory, self.reactor, owner=self.id)
+        self.transfers = TransferManager(self.reactor, config=self.config.transfer)
+        self.encryption = EncryptionEngine(self.reactor, self.config.encryption)
 
     def _cluster_event(self, event: tuple[Any, ...]) -> None:
         """A peer just suspected may be stopped in the middle of a directory transaction, holding

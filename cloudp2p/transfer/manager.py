@@ -99,11 +99,6 @@ class TransferManager:
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="transfer-sha256") if hash_thread else None
         )
 
-    @classmethod
-    def from_config(cls, reactor: Any, section: dict[str, Any], **kwargs: Any) -> TransferManager:
-        """From the validated ``[transfer]`` section of a config file."""
-        return cls(reactor, config=TransferConfig.from_section(section), **kwargs)
-
     # -- public API ---------------------------------------------------------------------------------
 
     def offer(

@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from cloudp2p.transfer import wire
 from cloudp2p.transfer.congestion import Aimd
 from cloudp2p.transfer.host import Address, Progress, TransferHost, not_listening
+from cloudp2p.transfer.meta import TransferMeta
 from cloudp2p.transfer.rtt import RttEstimator
 
 PROGRESS_INTERVAL = 0.05  # seconds between progress callbacks (the last one always comes)
@@ -102,7 +103,7 @@ class Offer:
 
     def meta(self) -> dict[str, Any]:
         """The JSON the fetching side needs (add the host: this side's address)."""
-        return {"port": self.port, "transfer_id": self.transfer_id, "size": self.size, "sha256": self.sha256}
+        return TransferMeta(self.port, self.transfer_id, self.size, self.sha256).to_json()
 
     def when_closed(self) -> defer.Deferred[Offer]:
         """Fires (with the offer) once the offer's port is closed."""

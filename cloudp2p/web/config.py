@@ -1,4 +1,4 @@
-"""The ``[web]`` section of client.toml and the ``WebSettings`` it becomes.
+"""The ``[web]`` section of client.toml: ``WebSettings`` is its schema and its value.
 
 ::
 
@@ -18,11 +18,8 @@ says the user read that warning, and then logs it again at every start.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
 
-import attrs
-
-from cloudp2p.config import Field, Section, in_range
+from cloudp2p.config import in_range, ip_address, section, setting
 
 NETWORK_WARNING = (
     "the web app would listen on {host}, which is not a loopback address: anyone on that network "
@@ -31,52 +28,23 @@ NETWORK_WARNING = (
 )
 
 
-def _host(value: str) -> str:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        raise ValueError(f"must be an IP address such as 127.0.0.1, got {value!r}") from None
-    return value
-
-
 def is_loopback(host: str) -> bool:
     return ipaddress.ip_address(host).is_loopback
 
 
-SECTION = Section(
-    "web",
-    {
-        "enabled": Field(bool, True, doc="serve the web app from the client daemon"),
-        "host": Field(str, "127.0.0.1", _host, "address the web app listens on (loopback unless accepted)"),
-        "port": Field(int, 0, in_range(0, 65535), "TCP port of the web app; 0 lets the OS choose"),
-        "view_seconds": Field(
-            (int, float), 10.0, in_range(1, 600), "seconds a decoded image is shown (and kept in memory)"
-        ),
-        "accept_network_risk": Field(
-            bool, False, doc="allow a host that is not loopback, after reading the warning in the docs"
-        ),
-    },
-    doc="The local web app (cloudp2p.web).",
-)
-
-
-@attrs.frozen
+@section("web")
 class WebSettings:
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = 0
-    view_seconds: float = 10.0
-    accept_network_risk: bool = False
+    """The local web app (cloudp2p.web)."""
 
-    @classmethod
-    def from_section(cls, table: dict[str, Any]) -> WebSettings:
-        return cls(
-            enabled=table["enabled"],
-            host=table["host"],
-            port=int(table["port"]),
-            view_seconds=float(table["view_seconds"]),
-            accept_network_risk=table["accept_network_risk"],
-        )
+    enabled: bool = setting(True, doc="serve the web app from the client daemon")
+    host: str = setting("127.0.0.1", ip_address, "address the web app listens on (loopback unless accepted)")
+    port: int = setting(0, in_range(0, 65535), "TCP port of the web app; 0 lets the OS choose")
+    view_seconds: float = setting(
+        10.0, in_range(1, 600), "seconds a decoded image is shown (and kept in memory)"
+    )
+    accept_network_risk: bool = setting(
+        False, doc="allow a host that is not loopback, after reading the warning in the docs"
+    )
 
     def check(self, origin: str = "client.toml") -> None:
         """The network-risk rule (``ConfigError`` names the file and the key)."""
@@ -87,3 +55,6 @@ class WebSettings:
                 f"{origin}: [web] host: {NETWORK_WARNING.format(host=self.host)}; "
                 "use 127.0.0.1, or set accept_network_risk = true if you accept that"
             )
+
+
+SECTION = WebSettings.SECTION

@@ -51,7 +51,7 @@ def test_config_render_and_load(tmp_path):
     path.write_text(text)
     cfg = cconfig.load(str(path))
     assert cfg.servers == (("127.0.0.1", 9101), ("::1", 9102))
-    assert cfg.peer_timeout == 1.5 and cfg.transfer["chunk_size"] == 32768
+    assert cfg.peer_timeout == 1.5 and cfg.transfer.chunk_size == 32768
 
 
 @pytest.mark.parametrize(

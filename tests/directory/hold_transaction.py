@@ -15,7 +15,7 @@ import time
 
 from twisted.internet import defer, task
 
-from cloudp2p.directory import open_store
+from cloudp2p.directory import DirectorySettings, open_store
 
 
 def hold(op: str) -> None:
@@ -24,7 +24,7 @@ def hold(op: str) -> None:
 
 
 async def main(reactor, section: dict, request_id: str, username: str) -> None:
-    store = open_store(section, reactor)
+    store = open_store(DirectorySettings(**section), reactor)
     await store.when_ready()
     store.fault_hook = hold
     keys = {name: base64.b64encode(os.urandom(32)).decode() for name in ("x25519", "ed25519")}

@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 
+import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
@@ -181,7 +182,8 @@ async def test_killed_in_the_middle_of_a_registration(make_store, database, tmp_
     section = default_section(**{"scrypt_n": 1024, "pool_size": 1, **database})
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.directory.hold_transaction", json.dumps(section), "rid-kill", "victim"],
+        [sys.executable, "-m", "tests.directory.hold_transaction", json.dumps(attrs.asdict(section))]
+        + ["rid-kill", "victim"],
         cwd=root,
         stdout=subprocess.PIPE,
         stderr=open(tmp_path / "child.log", "wb"),  # noqa: SIM115 - closed with the process

@@ -82,7 +82,7 @@ def test_a_later_migration_is_applied_in_order(fresh_section):
 
 
 def test_a_failed_migration_leaves_nothing_on_sqlite(fresh_section):
-    if fresh_section["backend"] != "sqlite":
+    if fresh_section.backend != "sqlite":
         pytest.skip("MySQL commits DDL at once; its migrations are written to be re-runnable instead")
     dialect = make_dialect(fresh_section)
     migrate_database(dialect)

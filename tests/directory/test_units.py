@@ -12,7 +12,7 @@ from cloudp2p.errors import ConfigError
 
 def test_defaults_make_a_working_section():
     section = Schema((SECTION,)).validate({})["directory"]
-    assert section["backend"] == "sqlite" and section["presence_ttl"] == 30.0 and section["scrypt_n"] == 2**17
+    assert section.backend == "sqlite" and section.presence_ttl == 30.0 and section.scrypt_n == 2**17
 
 
 @pytest.mark.parametrize(

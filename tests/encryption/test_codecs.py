@@ -170,14 +170,7 @@ def test_container_random_corruption_is_refused(tmp_path_factory, data):
     carrier = fmt.BytesCarrier(buf[:cut])
     ledger = Ledger(tmp_path_factory.mktemp("l") / "ledger.json")
     with pytest.raises(EncryptionError):
-        c.view_carrier(
-            carrier,
-            viewer_x25519=_BOB.x25519_private,
-            viewer_id="bob",
-            owner_id="alice",
-            owner_ed25519_pub=_ALICE.public.ed25519,
-            ledger=ledger,
-        )
+        c.view_carrier(carrier, c.Viewer(_BOB.x25519_private, "bob", "alice", _ALICE.public.ed25519, ledger))
     # The owner's key opens only header and payload: either exactly the secret, or our error.
     try:
         own = c.open_own_carrier(fmt.BytesCarrier(buf[:cut]), _SEALED.content_key)

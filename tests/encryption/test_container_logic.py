@@ -51,27 +51,16 @@ def granted(owner, viewer, views=3, version=1, secret=SECRET):
     return carrier, sealed, mine
 
 
+def as_viewer(owner, viewer, ledger):
+    return c.Viewer(viewer.x25519, viewer.id, owner.id, owner.pub.ed25519, ledger)
+
+
 def view(carrier, owner, viewer, ledger):
-    return c.view_carrier(
-        carrier,
-        viewer_x25519=viewer.x25519,
-        viewer_id=viewer.id,
-        owner_id=owner.id,
-        owner_ed25519_pub=owner.pub.ed25519,
-        ledger=ledger,
-    )
+    return c.view_carrier(carrier, as_viewer(owner, viewer, ledger))
 
 
 def apply(carrier, blob, owner, viewer, ledger):
-    return c.apply_rights_carrier(
-        carrier,
-        blob,
-        viewer_x25519=viewer.x25519,
-        viewer_id=viewer.id,
-        owner_id=owner.id,
-        owner_ed25519_pub=owner.pub.ed25519,
-        ledger=ledger,
-    )
+    return c.apply_rights_carrier(carrier, blob, as_viewer(owner, viewer, ledger))
 
 
 def test_owner_opens_own_copy_with_content_key():
@@ -154,15 +143,9 @@ def test_promise3_rights_for_another_viewer_or_owner_are_refused(alice, bob, car
     with pytest.raises(RightsMismatchError, match="viewer"):
         view(carrier, alice, bob, Ledger(tmp_path / "b"))
     carrier2, _, _ = granted(alice, bob)
+    impostor = c.Viewer(bob.x25519, bob.id, "carol", alice.pub.ed25519, Ledger(tmp_path / "b2"))
     with pytest.raises(RightsMismatchError, match="owner"):  # carol's key registered under alice's name
-        c.view_carrier(
-            carrier2,
-            viewer_x25519=bob.x25519,
-            viewer_id=bob.id,
-            owner_id="carol",
-            owner_ed25519_pub=alice.pub.ed25519,
-            ledger=Ledger(tmp_path / "b2"),
-        )
+        c.view_carrier(carrier2, impostor)
 
 
 def test_promise4_views_count_down_then_the_cover(alice, bob, bob_ledger):

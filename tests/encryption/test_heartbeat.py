@@ -12,6 +12,7 @@ from PIL import Image
 from twisted.internet import reactor, task
 
 from cloudp2p.encryption import container as c
+from cloudp2p.encryption.config import EncryptionSettings
 from cloudp2p.encryption.service import EncryptionEngine
 from cloudp2p.errors import InvalidImage
 from cloudp2p.membership.failure import FailureDetector
@@ -50,7 +51,7 @@ def replay(beats: list[float]) -> list[int]:
 @pytest_twisted.ensureDeferred
 async def test_heartbeats_keep_flowing_during_a_heavy_seal():
     secret = big_photo()
-    engine = EncryptionEngine(reactor, workers=1)
+    engine = EncryptionEngine(reactor, EncryptionSettings(workers=1))
     beats: list[float] = []
     loop = task.LoopingCall(lambda: beats.append(time.monotonic()))
     loop.start(HEARTBEAT)
@@ -87,7 +88,7 @@ def small_photo() -> bytes:
 @pytest_twisted.ensureDeferred
 async def test_worker_results_and_errors_cross_the_process_boundary():
     """Exceptions come back as the project's classes, so the op can map them to error codes."""
-    engine = EncryptionEngine(reactor, workers=1)
+    engine = EncryptionEngine(reactor, EncryptionSettings(workers=1))
     try:
         with pytest.raises(InvalidImage, match="not a PNG or JPEG"):
             await engine.seal(b"not an image at all", None)

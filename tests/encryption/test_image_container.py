@@ -62,13 +62,11 @@ def test_rewriting_rights_and_counter_leaves_the_payload_intact(alice, bob, tmp_
         views=2,
     )
     ledger = Ledger(tmp_path / "l.json")
-    kw = dict(
-        viewer_x25519=bob.x25519, viewer_id=bob.id, owner_id=alice.id, owner_ed25519_pub=alice.pub.ed25519
-    )
+    viewer = c.Viewer(bob.x25519, bob.id, alice.id, alice.pub.ed25519, ledger)
     for left in (1, 0):
-        image, status, _ = c.view_carrier(carrier, ledger=ledger, **kw)
+        image, status, _ = c.view_carrier(carrier, viewer)
         assert image == SECRET and status.views_left == left
-    assert c.view_carrier(carrier, ledger=ledger, **kw)[0] is None
+    assert c.view_carrier(carrier, viewer)[0] is None
     assert c.open_own_carrier(carrier, sealed.content_key).image == SECRET
 
 

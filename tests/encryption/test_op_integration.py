@@ -12,6 +12,7 @@ from twisted.internet import reactor, task
 from cloudp2p.directory import default_section, open_store
 from cloudp2p.encryption import container as c
 from cloudp2p.encryption import keywrap
+from cloudp2p.encryption.config import EncryptionSettings
 from cloudp2p.encryption.keys import UserKeys
 from cloudp2p.encryption.ops import encrypt
 from cloudp2p.encryption.service import EncryptionEngine
@@ -29,6 +30,7 @@ class Server:
     directory: object
     transfers: TransferManager
     encryption: EncryptionEngine
+    config: object = None
 
 
 @pytest.mark.slow
@@ -37,9 +39,8 @@ async def test_encrypt_with_real_store_transfers_and_pool(tmp_path):
     store = open_store(
         default_section(backend="sqlite", path=str(tmp_path / "d.sqlite3"), scrypt_n=1024), reactor
     )
-    server = Server(
-        reactor, store, TransferManager(reactor, interface=LOCAL), EncryptionEngine(reactor, workers=1)
-    )
+    engine = EncryptionEngine(reactor, EncryptionSettings(workers=1))
+    server = Server(reactor, store, TransferManager(reactor, interface=LOCAL), engine)
     client = TransferManager(reactor, interface=LOCAL)
     try:
         keys = UserKeys.generate()

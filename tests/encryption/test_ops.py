@@ -12,9 +12,11 @@ import pytest
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
+from cloudp2p.config import Schema
 from cloudp2p.encryption import container as c
 from cloudp2p.encryption import format as fmt
 from cloudp2p.encryption import keywrap
+from cloudp2p.encryption.config import EncryptionSettings
 from cloudp2p.encryption.errors import WrongKeyError
 from cloudp2p.encryption.keys import UserKeys
 from cloudp2p.encryption.ops import encrypt, ops
@@ -43,6 +45,9 @@ class FakeOffer:
     @property
     def sha256(self):
         return hashlib.sha256(self.data).hexdigest()
+
+    def meta(self):
+        return {"port": self.port, "transfer_id": self.transfer_id, "size": self.size, "sha256": self.sha256}
 
     def when_closed(self):
         d = defer.Deferred()
@@ -115,6 +120,7 @@ class FakeServer:
     transfers: Any
     encryption: Any
     directory: Any = "directory"
+    config: Any = None
     order: list[Any] = attrs.field(factory=list)  # (priority, cost) of each job sent to the pool
 
 
@@ -140,7 +146,9 @@ def setup():
         order.append((priority, cost))
         return defer.maybeDeferred(fake_seal_job, *args)
 
-    engine = EncryptionEngine(clock, run_job=run_job, authenticate=fake_auth, result_ttl=60, fetch_timeout=5)
+    engine = EncryptionEngine(
+        clock, EncryptionSettings(result_ttl=60, fetch_timeout=5), run_job=run_job, authenticate=fake_auth
+    )
     server = FakeServer(clock, FakeTransfers(), engine)
     server.order = order
     return server, clock, jobs
@@ -302,11 +310,14 @@ def test_ops_registers_encrypt():
 
 def test_engine_from_config_and_stop():
     clock = task.Clock()
-    engine = EncryptionEngine.from_config(clock, {"result_ttl": 10.0}, run_job=lambda *a: None)
-    assert engine.result_ttl == 10.0 and engine.png_compress_level == 1 and engine.fetch_timeout == 120.0
-    assert engine.png_writer == "fast"
-    pillow = EncryptionEngine.from_config(clock, {"png_writer": "pillow"}, run_job=lambda *a: None)
-    assert pillow.png_writer == "pillow"
+    schema = Schema((EncryptionSettings.SECTION,))
+    section = schema.validate({"encryption": {"result_ttl": 10}})["encryption"]
+    engine = EncryptionEngine(clock, section, run_job=lambda *a: None)
+    s = engine.settings
+    assert s.result_ttl == 10.0 and s.png_compress_level == 1 and s.fetch_timeout == 120.0
+    assert s.png_writer == "fast"
+    pillow = EncryptionEngine(clock, EncryptionSettings(png_writer="pillow"), run_job=lambda *a: None)
+    assert pillow.settings.png_writer == "pillow"
     transfers = FakeTransfers()
     offer = engine.offer_result(transfers, b"png")
     engine.stop()

@@ -39,14 +39,8 @@ def sealed():
     return c.seal(SECRET, cover_array(), cover_description="test cover")
 
 
-def viewer_kw(owner, viewer, ledger):
-    return dict(
-        viewer_x25519=viewer.x25519,
-        viewer_id=viewer.id,
-        owner_id=owner.id,
-        owner_ed25519_pub=owner.pub.ed25519,
-        ledger=ledger,
-    )
+def as_viewer(owner, viewer, ledger):
+    return c.Viewer(viewer.x25519, viewer.id, owner.id, owner.pub.ed25519, ledger)
 
 
 def test_seal_result_looks_like_the_cover_and_owner_opens_it(sealed):
@@ -71,11 +65,11 @@ def test_full_share_flow_on_png(sealed, alice, bob, tmp_path):
     env = c.peek(copy, bob.x25519)
     assert env.owner_id == alice.id and env.image_id == sealed.image_id
     ledger = Ledger(tmp_path / "ledger.json")
-    kw = viewer_kw(alice, bob, ledger)
-    assert c.status(copy, **kw).views_left == 1
-    first = c.open_for_view(copy, **kw)
+    v = as_viewer(alice, bob, ledger)
+    assert c.status(copy, v).views_left == 1
+    first = c.open_for_view(copy, v)
     assert first.image == SECRET and first.views_left == 0 and first.consumed
-    second = c.open_for_view(first.png, **kw)
+    second = c.open_for_view(first.png, v)
     assert second.image is None and second.cover_png == first.png and not second.consumed
     # The owner raises the grant with a standalone signed blob, applied by the viewer's client.
     blob = c.sign_rights(
@@ -87,14 +81,14 @@ def test_full_share_flow_on_png(sealed, alice, bob, tmp_path):
         views=3,
         version=2,
     )
-    updated, st = c.apply_rights(first.png, blob, **kw)
+    updated, st = c.apply_rights(first.png, blob, v)
     assert st.views_left == 2
     with pytest.raises(RightsOutdatedError):
-        c.apply_rights(updated, blob, **kw)
-    third = c.open_for_view(updated, **kw)
+        c.apply_rights(updated, blob, v)
+    third = c.open_for_view(updated, v)
     assert third.image == SECRET and third.views_left == 1
     # The old file (version 1, before any view) put back: still the ledger's count and version.
-    back = c.open_for_view(copy, **kw)
+    back = c.open_for_view(copy, v)
     assert back.image == SECRET and back.views_left == 0 and back.status.rights.version == 2
 
 
@@ -140,13 +134,13 @@ def test_seal_job_uses_library_or_supplied_cover():
 
 def test_every_png_reader_raises_only_project_errors(sealed, alice, bob, tmp_path):
     garbage = [b"", b"\x89PNG\r\n\x1a\n", sealed.png[:100], photo()]
-    kw = viewer_kw(alice, bob, Ledger(tmp_path / "l.json"))
+    v = as_viewer(alice, bob, Ledger(tmp_path / "l.json"))
     for data in garbage:
         for fn in (
             lambda d: c.open_own(d, sealed.content_key),
             lambda d: c.peek(d, bob.x25519),
-            lambda d: c.open_for_view(d, **kw),
-            lambda d: c.status(d, **kw),
+            lambda d: c.open_for_view(d, v),
+            lambda d: c.status(d, v),
         ):
             with pytest.raises((EncryptionError, InvalidImage)):
                 fn(data)

@@ -8,7 +8,9 @@ import pytest
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
+from cloudp2p.config import Schema
 from cloudp2p.encryption import scheduling
+from cloudp2p.encryption.config import EncryptionSettings
 from cloudp2p.encryption.ops import encrypt
 from cloudp2p.encryption.scheduling import Scheduler, estimate_work
 from cloudp2p.encryption.service import EncryptionEngine
@@ -96,7 +98,8 @@ def test_is_busy_reads_reply_bodies():
 
 
 def engine_with(clock, run_job, **kw) -> FakeServer:
-    engine = EncryptionEngine(clock, run_job=run_job, authenticate=fake_auth, fetch_timeout=5, **kw)
+    settings = EncryptionSettings(fetch_timeout=5, **kw)
+    engine = EncryptionEngine(clock, settings, run_job=run_job, authenticate=fake_auth)
     return FakeServer(clock, FakeTransfers(), engine)
 
 
@@ -174,9 +177,10 @@ def test_the_pool_gets_the_tickets_priority_and_cost():
 
 def test_arrival_order_config_is_first_come_first_served_and_never_busy():
     clock = task.Clock()
-    engine = EncryptionEngine.from_config(clock, {"queue_order": "arrival"}, run_job=lambda *a, **k: None)
+    arrival = Schema((EncryptionSettings.SECTION,)).validate({"encryption": {"queue_order": "arrival"}})
+    engine = EncryptionEngine(clock, arrival["encryption"], run_job=lambda *a, **k: None)
     tickets = [engine.admit(50 * MB, None, may_refuse=True) for _ in range(20)]
     assert [t.priority for t in tickets] == sorted(t.priority for t in tickets)
     assert engine.scheduler.refused == 0
-    default = EncryptionEngine.from_config(clock, {}, run_job=lambda *a, **k: None)
+    default = EncryptionEngine(clock, EncryptionSettings(), run_job=lambda *a, **k: None)
     assert default.queue_order == "smallest_first" and default.scheduler.busy_after == 1.0

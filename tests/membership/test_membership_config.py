@@ -17,7 +17,7 @@ def load(**changes):
 
 def test_defaults_and_settings():
     cfg = load()["cluster"]
-    assert cfg["heartbeat_interval"] == 0.2 and cfg["failure_timeout"] == 1.0
+    assert cfg.heartbeat_interval == 0.2 and cfg.failure_timeout == 1.0
     s = cc.settings(cfg, 1, "s1.toml")
     assert s.peers == {2: ("127.0.0.1", 9002), 3: ("10.0.0.3", 9003)}
     assert s.secret == b"s" * 20 and s.listen == ("127.0.0.1", 9001)
@@ -31,7 +31,7 @@ def test_own_entry_in_peers_is_ignored():
 
 def test_integer_timers_are_accepted():
     cfg = load(heartbeat_interval=1, failure_timeout=3)["cluster"]
-    assert cfg["failure_timeout"] == 3.0 and isinstance(cfg["failure_timeout"], float)
+    assert cfg.failure_timeout == 3.0 and isinstance(cfg.failure_timeout, float)
 
 
 @pytest.mark.parametrize("changes, words", [

@@ -172,9 +172,9 @@ def test_window_fits_the_receive_buffer():
 def test_transfer_section_defaults_and_strictness():
     schema = Schema((SECTION,))
     config = schema.validate({})
-    assert config["transfer"]["chunk_size"] == 1200
-    assert TransferConfig.from_section(config["transfer"]) == TransferConfig()
-    assert schema.validate({"transfer": {"chunk_size": 32768}})["transfer"]["chunk_size"] == 32768
+    assert config["transfer"].chunk_size == 1200
+    assert config["transfer"] == TransferConfig()
+    assert schema.validate({"transfer": {"chunk_size": 32768}})["transfer"].chunk_size == 32768
     with pytest.raises(ConfigError, match="chunk_size"):
         schema.validate({"transfer": {"chunk_size": 70000}})
     with pytest.raises(ConfigError, match="chunk_sise"):
