@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from cloudp2p.client import errors as cerr
 from cloudp2p.client.progress import ProgressBar
 from cloudp2p.client.table import BY_NAME, COMMANDS, LOCAL, Arg, Command, text_of
+from cloudp2p.client.terminal import clean, printable
 from cloudp2p.errors import (
     CloudP2PError,
     ConfigError,
@@ -248,21 +249,23 @@ def run(argv: list[str], stdout: TextIO, stderr: TextIO, stdin: TextIO) -> int:
             bar = ProgressBar(stderr)
             conn = DaemonConnection(os.path.join(home, "control.sock"), args.timeout)
             try:
-                result = conn.call(
-                    command.name, params, lambda p: bar.update(p["label"], p["done"], p["total"])
-                )
+                def show(p: dict[str, Any]) -> None:
+                    bar.update(printable(str(p["label"])), p["done"], p["total"])
+
+                result = conn.call(command.name, params, show)
             finally:
                 bar.finish()
                 conn.close()
             if command.opens is not None and args.open:
                 OPENERS[command.opens](result[command.opens], stderr)
-        text = command.text(result)
+        # names and messages from peers and the cloud: no terminal control characters
+        text = command.text(clean(result))
     except CloudP2PError as e:
         code = e.exit_code
         if json_out:
             err = e.error if isinstance(e, RemoteError) else error_json(e)
             stdout.write(json.dumps({"ok": False, "error": err}, sort_keys=True) + "\n")
-        stderr.write(f"cloudp2p: error: {e}\n")
+        stderr.write(f"cloudp2p: error: {printable(str(e), keep_newlines=True)}\n")
         return code
     except KeyboardInterrupt:
         stderr.write("cloudp2p: interrupted (the daemon finishes or resumes the work on its own)\n")

@@ -112,7 +112,19 @@ def _login(r: JSONDict) -> str:
 
 def _published(r: JSONDict) -> str:
     state = "now offered to others" if r["published"] else "no longer offered"
-    return f"Image {r['name']} ({r['image_id']}) is {state}."
+    text = f"Image {r['name']} ({r['image_id']}) is {state}."
+    if r["published"]:
+        shows = "a preview of the original" if r.get("preview") else "the cover, not the image"
+        text += f"\n  its thumbnail shows {shows}"
+    return text
+
+
+def _trusted(r: JSONDict) -> str:
+    if r.get("previous") is None:
+        return f"Now trusting {r['user']}'s keys (ed25519 {r['ed25519']})."
+    if r.get("changed"):
+        return f"Now trusting {r['user']}'s NEW keys (ed25519 {r['ed25519']}; was {r['previous']})."
+    return f"{r['user']}'s keys are unchanged (ed25519 {r['ed25519']})."
 
 
 def _users(r: JSONDict) -> str:
@@ -323,10 +335,18 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "publish",
-        "offer an image for others to discover",
+        "offer an image for others to discover (its thumbnail shows the cover)",
         "images.publish",
         _published,
-        args=(_image,),
+        args=(
+            _image,
+            Arg(
+                "preview",
+                checks.flag,
+                "show a small preview of the ORIGINAL as the thumbnail: every signed-in user sees it",
+                option="--preview",
+            ),
+        ),
         errors=(*_CLOUD, cerr.UnknownImage),
         web=Web(),
     ),
@@ -437,6 +457,14 @@ COMMANDS: tuple[Command, ...] = (
         args=(_user, Arg("image", checks.text())),
         errors=(*_CLOUD, cerr.UnknownUser, cerr.UnknownImage),
         web=Web(),
+    ),
+    Command(
+        "trust",
+        "accept a user's new public keys (after they told you they changed them)",
+        "account.trust",
+        _trusted,
+        args=(_user,),
+        errors=(*_CLOUD, cerr.UnknownUser),
     ),
     Command(
         "status", "who you are, the cloud's coordinator and servers", "account.status", _status, web=Web()
