@@ -30,7 +30,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import attrs
-from twisted.python.threadpool import ThreadPool
 
 JSONDict = dict[str, Any]
 
@@ -125,7 +124,7 @@ class Host(Protocol):
     encryption: Engine | None
     node: Term  # the ClusterNode
     router: RouterView  # the Router
-    cpu_pool: ThreadPool  # a started ThreadPool for CPU-bound work
+    cpu_pool: Any  # a started twisted ThreadPool for CPU-bound work (no Twisted imported here)
     work_queue: Any  # bounds the work waiting for ``cpu_pool`` (``routing.basic_ops.WorkQueue``)
     test_ops: bool  # whether test-only operations exist on this server
 

@@ -11,22 +11,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from collections.abc import Callable
 from typing import Any
 
 from cloudp2p.client.errors import InvalidArgument
+from cloudp2p.directory.validate import is_username
 
 MAX_VIEWS = 1000  # views one grant may give (the rights format's bound)
-
-_USER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 # (value, argument name) -> the checked value, or ``InvalidArgument``
 Check = Callable[[Any, str], Any]
 
 
 def valid_username(value: Any) -> bool:
-    return isinstance(value, str) and bool(_USER.match(value))
+    """The directory's rule (3 to 32 of ``A-Za-z0-9_.-``, starting with a letter or digit): never ``..``."""
+    return is_username(value)
 
 
 def text(limit: int = 4096, *, optional: bool = False) -> Check:

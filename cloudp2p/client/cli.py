@@ -63,6 +63,8 @@ def _add_arg(parser: argparse.ArgumentParser, arg: Arg) -> None:
             options["nargs"] = arg.nargs
     if arg.metavar is not None:
         options["metavar"] = arg.metavar
+    if arg.default is not None:
+        options["default"] = arg.default
     if arg.option is None:
         parser.add_argument(arg.name, **options)
     else:

@@ -2,8 +2,9 @@
 
 ``ClientDaemon`` is the one object that knows the user: its home (keys,
 state, images, ledger), its session with the cloud, its peer listener. The
-stories (commands) live in ``cloudp2p.client.commands`` and call the methods
-here; ``tap.py`` wraps the daemon in a twistd service.
+stories (``cloudp2p.client.stories``) use it through narrow parts; it calls them
+back only through its ``events`` (``DaemonEvents``: which story handles a peer
+message, the cloud is back), given when ``cloudp2p.client.app`` builds it.
 
 Session and presence (docs/client.md draws it)::
 
@@ -31,8 +32,8 @@ from __future__ import annotations
 import collections
 import os
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -77,6 +78,29 @@ def _thread_runner(reactor: Any) -> RunBlocking:
     return run
 
 
+PeerHandler = Callable[[PeerMessage, tuple[str, int] | None], Awaitable[str | None]]
+
+
+class DaemonEvents(Protocol):
+    """What the daemon asks of the stories (``cloudp2p.client.app.ClientApp``), given at construction."""
+
+    def peer_handler(self, kind: str) -> PeerHandler | None:
+        """The handler of verified peer messages of ``kind``, or None: applied as nothing to do."""
+
+    def back_online(self) -> None:
+        """The cloud answers again (or it is time to look): work that waited for it may resume."""
+
+
+class NoEvents:
+    """A daemon without stories (tools, tests of the daemon alone)."""
+
+    def peer_handler(self, kind: str) -> PeerHandler | None:
+        return None
+
+    def back_online(self) -> None:
+        pass
+
+
 class ClientDaemon:
     log = Logger()
 
@@ -91,8 +115,10 @@ class ClientDaemon:
         run_blocking: RunBlocking | None = None,
         listen_udp: Callable[..., Any] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        events: DaemonEvents | None = None,
     ) -> None:
         self.reactor = reactor
+        self.events: DaemonEvents = events or NoEvents()
         self.home = home
         self.config = config
         self.cloud = cloud
@@ -128,12 +154,7 @@ class ClientDaemon:
         self._stopping = False
         self._beats = 0
         self._catch_up = True  # fetch queued messages after the first heartbeat that gets through
-        self.online_hooks: list[Callable[[], None]] = []  # run when the daemon is back in touch
         self.state_listeners: list[Callable[[str], None]] = []  # told each changed state section
-        self.web_link: Callable[[], dict[str, Any]] | None = None  # set by the web app, if it runs
-        self.stop_requested: Callable[[], None] = lambda: None
-        # hooks for the stories (commands.py) to react to messages
-        self.handlers: dict[str, Callable[[PeerMessage, tuple[str, int] | None], Any]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -340,8 +361,7 @@ class ClientDaemon:
             if self._catch_up or self._beats % DRAIN_EVERY == 0:
                 self._catch_up = False
                 self._drain_in_background()
-                for hook in self.online_hooks:
-                    hook()
+                self.events.back_online()
         except CloudUnreachable:
             self._backoff = min(
                 self.config.reconnect_max, max(self.config.heartbeat_interval, self._backoff * 2)
@@ -519,7 +539,7 @@ class ClientDaemon:
                     "ignored a {type} message from {sender}: too old", type=msg.type, sender=msg.sender
                 )
                 return None
-            handler = self.handlers.get(msg.type)
+            handler = self.events.peer_handler(msg.type)
             if handler is None:
                 self.log.info("no handler for {type} messages", type=msg.type)
                 self.state.mark_applied(msg.id, now, msg.at)

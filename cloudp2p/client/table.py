@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from cloudp2p import errors
-from cloudp2p.client import checks
+from cloudp2p.client import checks, texts
 from cloudp2p.client import errors as cerr
 from cloudp2p.client.checks import Check
 
@@ -43,6 +43,7 @@ class Arg:
     nargs: str | None = None
     required: bool = False  # an option the command line must give
     metavar: str | None = None
+    default: Any = None  # the command line's default (the daemon's check decides what absent means)
     cli: bool = True  # False: not on the command line (the control socket and the web app only)
     sent: bool = True  # False: the command line's own (``--open``), never sent to the daemon
 
@@ -97,153 +98,6 @@ COMMON_ERRORS: tuple[type[errors.CloudP2PError], ...] = (
 _CLOUD = (errors.CloudUnreachable, errors.RequestFailed, errors.RateLimited, cerr.NotSignedIn)
 
 
-# -- how results read --------------------------------------------------------------------------------
-
-
-def _views(n: Any) -> str:
-    return f"{n} view{'s' if n != 1 else ''}"
-
-
-def _login(r: JSONDict) -> str:
-    lines = [f"Signed in as {r['username']} (id {r['user_id']})."]
-    lines += [f"  applied while you were away: {a}" for a in r.get("applied", [])]
-    return "\n".join(lines)
-
-
-def _published(r: JSONDict) -> str:
-    state = "now offered to others" if r["published"] else "no longer offered"
-    text = f"Image {r['name']} ({r['image_id']}) is {state}."
-    if r["published"]:
-        shows = "a preview of the original" if r.get("preview") else "the cover, not the image"
-        text += f"\n  its thumbnail shows {shows}"
-    return text
-
-
-def _trusted(r: JSONDict) -> str:
-    if r.get("previous") is None:
-        return f"Now trusting {r['user']}'s keys (ed25519 {r['ed25519']})."
-    if r.get("changed"):
-        return f"Now trusting {r['user']}'s NEW keys (ed25519 {r['ed25519']}; was {r['previous']})."
-    return f"{r['user']}'s keys are unchanged (ed25519 {r['ed25519']})."
-
-
-def _users(r: JSONDict) -> str:
-    if not r["users"]:
-        return "Nobody else is online."
-    lines = []
-    for u in r["users"]:
-        lines.append(f"{u['username']}{' (you)' if u.get('me') else ''}")
-        if not u["images"]:
-            lines.append("    (offers no image)")
-        for im in u["images"]:
-            lines.append(
-                f"    {im['name']}  id {im['image_id']}  {im['size']} bytes  thumbnail: {im['thumbnail']}"
-            )
-    return "\n".join(lines)
-
-
-_WAITED = {
-    "received": "\n{owner} accepted: {name} received, {left} left.",
-    "rejected": "\n{owner} rejected the request.",
-    "failed": "\nThe owner accepted but the transfer failed; it resumes on its own.",
-    "sent": "\nNo answer yet; `cloudp2p images` shows when it arrives.",
-    "queued": "\nNo answer yet; `cloudp2p images` shows when it arrives.",
-    "fetching": "\nStill receiving; `cloudp2p images` shows when it arrives.",
-}
-
-
-def _asked(more: bool) -> Callable[[JSONDict], str]:
-    def text(r: JSONDict) -> str:
-        how = "sent to" if r["delivery"] == "peer" else "queued in the directory (offline) for"
-        name = r.get("image_name") or r["image_id"]
-        plural = "s" if r["views"] != 1 else ""
-        out = (
-            f"Request {r['request_id']} for {r['views']} {'more ' if more else ''}view{plural} "
-            f"of {name} {how} {r['owner']}."
-        )
-        waited = _WAITED.get(r.get("state", ""), "")
-        return out + waited.format(owner=r["owner"], name=name, left=_views(r.get("views_left")))
-
-    return text
-
-
-def _inbox(r: JSONDict) -> str:
-    if not r["requests"]:
-        return "No request."
-    return "\n".join(
-        f"{q['request_id']}  {q['from']} asks {_views(q['views'])} of {q['image_name']} "
-        f"({q['kind']}{', has used ' + str(q['used']) if q.get('used') else ''})  [{q['state']}]"
-        for q in r["requests"]
-    )
-
-
-def _accepted(r: JSONDict) -> str:
-    if r.get("kind") == "more":
-        return f"{r['viewer']} may now view {r['image_name']} {_views(r['views'])} in total."
-    if r.get("delivered") is False:
-        return f"Offered {r['image_name']} to {r['viewer']}; they have not finished fetching it yet."
-    return f"Sent {r['image_name']} to {r['viewer']} with {_views(r['views'])}."
-
-
-def _images(r: JSONDict) -> str:
-    lines = ["Your images:"] if r["owned"] else ["You own no image yet."]
-    for im in r["owned"]:
-        pub = "published" if im["published"] else "private"
-        lines.append(f"    {im['name']}  id {im['image_id']}  {pub}  {im['encrypted']}")
-        for viewer, n in sorted(im.get("grants", {}).items()):
-            lines.append(f"        {viewer}: {_views(n)} granted")
-    lines.append("Received images:" if r["received"] else "No received image.")
-    for im in r["received"]:
-        lines.append(
-            f"    {im['name']}  id {im['image_id']}  from {im['owner']}  {_views(im['views_left'])} left"
-        )
-    waiting = [q for q in r.get("requests", []) if q["state"] != "received"]
-    if waiting:
-        lines.append("Your requests:")
-    for q in waiting:
-        extra = f" {q['done']}/{q['total']} bytes" if q["state"] == "fetching" else ""
-        extra += f" ({q['error']})" if q.get("error") else ""
-        lines.append(f"    {q['request_id']}  {q['image_name']} from {q['owner']}: {q['state']}{extra}")
-    return "\n".join(lines)
-
-
-def _viewed(r: JSONDict) -> str:
-    if r["shown"] == "cover":
-        return f"No views left for {r['name']}: the cover is shown instead.\n  {r['path']}"
-    return f"Decoded {r['name']} ({_views(r['views_left'])} left).\n  {r['path']}"
-
-
-def _rights_sent(r: JSONDict) -> str:
-    how = "applied at once" if r["delivery"] == "peer" else "queued until they sign in"
-    name = r.get("image_name") or r["image_id"]
-    return f"{r['viewer']} may now view {name} {_views(r['views'])} in total ({how})."
-
-
-def _status(r: JSONDict) -> str:
-    me, cloud = r["me"], r["cloud"]
-    coordinator = cloud.get("coordinator")
-    lines = [
-        f"user:        {me.get('username') or '(not registered)'}"
-        + (f" (id {me['user_id']})" if me.get("user_id") else ""),
-        f"session:     {'signed in' if me.get('signed_in') else 'signed out'}",
-        f"peer:        {me.get('peer')}",
-        f"cloud:       {'reachable' if cloud.get('reachable') else 'unreachable'}",
-        f"coordinator: {coordinator if coordinator is not None else 'unknown'}",
-    ]
-    return "\n".join(lines + [f"  {s}" for s in cloud.get("servers", [])])
-
-
-def _web_link(r: JSONDict) -> str:
-    lines = [f"Open {r['url']}", f"  (the link works once, within {r['expires_in']:.0f} s)"]
-    return "\n".join(lines + [f"warning: {w}" for w in r.get("warnings", [])])
-
-
-def _json(r: JSONDict) -> str:
-    import json
-
-    return json.dumps(r, indent=2, sort_keys=True)
-
-
 # -- the commands ------------------------------------------------------------------------------------
 
 _image = Arg("image", checks.text(255), "image id or name")
@@ -269,7 +123,13 @@ COMMANDS: tuple[Command, ...] = (
                 required=True,
                 metavar="HOST:PORT",
             ),
-            Arg("peer_host", checks.text(), "address for the peer listener", option="--peer-host"),
+            Arg(
+                "peer_host",
+                checks.text(),
+                "address for the peer listener",
+                option="--peer-host",
+                default="127.0.0.1",
+            ),
             Arg("force", checks.flag, "overwrite an existing client.toml", option="--force"),
         ),
         errors=(errors.ConfigError,),
@@ -289,7 +149,7 @@ COMMANDS: tuple[Command, ...] = (
         "login",
         "sign in",
         "account.login",
-        _login,
+        texts.login,
         args=(
             Arg("username", checks.text(64, optional=True), nargs="?"),
             Arg("password", checks.text(1024), cli=False),
@@ -337,7 +197,7 @@ COMMANDS: tuple[Command, ...] = (
         "publish",
         "offer an image for others to discover (its thumbnail shows the cover)",
         "images.publish",
-        _published,
+        texts.published,
         args=(
             _image,
             Arg(
@@ -354,7 +214,7 @@ COMMANDS: tuple[Command, ...] = (
         "unpublish",
         "stop offering it",
         "images.unpublish",
-        _published,
+        texts.published,
         args=(_image,),
         errors=(*_CLOUD, cerr.UnknownImage),
         web=Web(),
@@ -363,7 +223,7 @@ COMMANDS: tuple[Command, ...] = (
         "users",
         "online users and the images they offer (thumbnails saved to files)",
         "images.users",
-        _users,
+        texts.users,
         errors=_CLOUD,
         web=Web(),
     ),
@@ -371,7 +231,7 @@ COMMANDS: tuple[Command, ...] = (
         "request",
         "ask an owner for an image",
         "viewer.request",
-        _asked(more=False),
+        texts.asked(more=False),
         args=(
             _user,
             Arg("image", checks.text(255), "the owner's image id or name"),
@@ -381,12 +241,12 @@ COMMANDS: tuple[Command, ...] = (
         errors=(*_CLOUD, cerr.UnknownUser, cerr.UnknownImage, cerr.UserOffline),
         web=Web(),
     ),
-    Command("inbox", "requests made to you as an owner", "owner.inbox", _inbox, web=Web()),
+    Command("inbox", "requests made to you as an owner", "owner.inbox", texts.inbox, web=Web()),
     Command(
         "accept",
         "accept a request: the image goes peer to peer",
         "owner.accept",
-        _accepted,
+        texts.accepted,
         args=(
             Arg("request_id", checks.text(64)),
             Arg(
@@ -410,13 +270,17 @@ COMMANDS: tuple[Command, ...] = (
         web=Web(),
     ),
     Command(
-        "images", "your images, and received images with views left", "viewing.images", _images, web=Web()
+        "images",
+        "your images, and received images with views left",
+        "viewing.images",
+        texts.images,
+        web=Web(),
     ),
     Command(
         "view",
         "decode a received image into a file (uses one view)",
         "viewing.view",
-        _viewed,
+        texts.viewed,
         args=(
             _image,
             attrs.evolve(_open, help="open it in the system viewer"),
@@ -431,7 +295,7 @@ COMMANDS: tuple[Command, ...] = (
         "more-views",
         "ask the owner for more views",
         "viewer.more_views",
-        _asked(more=True),
+        texts.asked(more=True),
         args=(
             Arg("image", checks.text()),
             Arg("views", checks.views(1), parse=checks.parse_views(1)),
@@ -444,7 +308,7 @@ COMMANDS: tuple[Command, ...] = (
         "set-views",
         "set how many views a viewer may use in total (0 takes them all back)",
         "owner.set_views",
-        _rights_sent,
+        texts.rights_sent,
         args=(_user, Arg("image", checks.text()), Arg("views", checks.views(0), parse=checks.parse_views(0))),
         errors=(*_CLOUD, cerr.UnknownUser, cerr.UnknownImage),
         web=Web(),
@@ -453,7 +317,7 @@ COMMANDS: tuple[Command, ...] = (
         "revoke",
         "take every view back (the same as set-views USER IMAGE 0)",
         "owner.revoke",
-        _rights_sent,
+        texts.rights_sent,
         args=(_user, Arg("image", checks.text())),
         errors=(*_CLOUD, cerr.UnknownUser, cerr.UnknownImage),
         web=Web(),
@@ -462,25 +326,29 @@ COMMANDS: tuple[Command, ...] = (
         "trust",
         "accept a user's new public keys (after they told you they changed them)",
         "account.trust",
-        _trusted,
+        texts.trusted,
         args=(_user,),
         errors=(*_CLOUD, cerr.UnknownUser),
     ),
     Command(
-        "status", "who you are, the cloud's coordinator and servers", "account.status", _status, web=Web()
+        "status",
+        "who you are, the cloud's coordinator and servers",
+        "account.status",
+        texts.status,
+        web=Web(),
     ),
     Command(
         "counters",
         "what the daemon's listeners refused or dropped (no call to the cloud)",
         "account.counters",
-        _json,
+        texts.as_json,
         cli=False,
     ),
     Command(
         "web",
         "print a one-time link to the web app the daemon serves",
         "web.link",
-        _web_link,
+        texts.web_link,
         args=(attrs.evolve(_open, help="open the link in the browser"),),
         errors=(cerr.ClientError,),
         opens="url",
@@ -517,4 +385,4 @@ def bind(resolve: Callable[[str], Handler]) -> dict[str, Handler]:
 def text_of(name: str, result: JSONDict) -> str:
     """How the result of command ``name`` reads (JSON for a command the table does not know)."""
     command = BY_NAME.get(name)
-    return command.text(result) if command is not None else _json(result)
+    return command.text(result) if command is not None else texts.as_json(result)
