@@ -19,8 +19,9 @@ from typing import Any
 
 from cloudp2p.client import table
 from cloudp2p.client.config import ClientConfig
-from cloudp2p.client.daemon import ClientDaemon, PeerHandler
+from cloudp2p.client.daemon import ClientDaemon
 from cloudp2p.client.home import Home
+from cloudp2p.client.post import PeerHandler
 from cloudp2p.client.stories.account import Account
 from cloudp2p.client.stories.images import Images
 from cloudp2p.client.stories.parts import Parts
