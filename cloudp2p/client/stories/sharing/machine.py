@@ -11,7 +11,7 @@ draws them)::
     viewer (outbox):  sent | queued --share_offer--> fetching --fetched--> received
                          |  queued --delivered--> sent        \\--failed--> failed --resume--> fetching
                          \\--share_rejected--> rejected       received --new offer--> fetching
-                         sent | queued | failed --rights_update (more)--> received
+                         sent | queued --rights_update (more views given)--> received
 
 Every move is checked (``StateError`` names the request, where it is and where it was asked to go),
 saved, and told to the machine's observers as a ``Moved`` event: tests record them.
