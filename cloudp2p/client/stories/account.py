@@ -16,7 +16,7 @@ from cloudp2p.client.stories.parts import JSONDict, Parts, Progress, Story
 from cloudp2p.errors import CloudUnreachable, RequestFailed
 
 
-def describe_servers(st: dict[str, Any], configured: Any) -> list[str]:
+def describe_servers(st: JSONDict, configured: Any) -> list[str]:
     """One line per server from a ``status`` reply: role, load, or that it does not answer."""
     members = {str(m) for m in st.get("members") or []}
     loads = st.get("loads") or {}
@@ -53,7 +53,7 @@ class Account(Story):
         self.stop = stop  # stops the daemon's process (the tap's reactor.stop)
         self.control_counters = control_counters  # the control socket's counters
 
-    async def register(self, args: JSONDict, progress: Progress) -> dict[str, Any]:
+    async def register(self, args: JSONDict, progress: Progress) -> JSONDict:
         username = args["username"]
         password = args["password"]
         if self.session.username:
@@ -63,7 +63,7 @@ class Account(Story):
         self.session.save_session(username=reply["username"], user_id=reply["user_id"])
         return {"username": reply["username"], "user_id": reply["user_id"]}
 
-    async def login(self, args: JSONDict, progress: Progress) -> dict[str, Any]:
+    async def login(self, args: JSONDict, progress: Progress) -> JSONDict:
         username = args["username"] or self.session.username
         password = args["password"]
         self.session.require_registered()
@@ -88,7 +88,7 @@ class Account(Story):
             "applied": applied,
         }
 
-    async def logout(self, args: JSONDict, progress: Progress) -> dict[str, Any]:
+    async def logout(self, args: JSONDict, progress: Progress) -> JSONDict:
         token = self.session.require_token()
         try:
             await self.cloud.call("sign_out", token)
@@ -100,13 +100,13 @@ class Account(Story):
 
     # -- pinned keys ---------------------------------------------------------------------------------
 
-    async def trust(self, args: JSONDict, progress: Progress) -> dict[str, Any]:
+    async def trust(self, args: JSONDict, progress: Progress) -> JSONDict:
         """Accept the keys the directory has for USER now (they made new keys, and said so)."""
         return await self.peers.trust(args["user"])
 
     # -- status and shutdown -------------------------------------------------------------------------
 
-    async def status(self, args: JSONDict, progress: Progress) -> dict[str, Any]:
+    async def status(self, args: JSONDict, progress: Progress) -> JSONDict:
         addr = self.session.peer_address
         me = {
             "username": self.session.username,
@@ -116,7 +116,7 @@ class Account(Story):
             "home": str(self.session.home.path),
             "pid": os.getpid(),
         }
-        cloud: dict[str, Any] = {
+        cloud: JSONDict = {
             "reachable": False,
             "servers": [f"{h}:{p}" for h, p in self.session.config.servers],
         }
@@ -130,14 +130,14 @@ class Account(Story):
             cloud.update(reachable=True, error=str(e))
         return {"me": me, "cloud": cloud, "counters": self.listener_counters()}
 
-    async def counters(self, args: JSONDict, progress: Progress) -> dict[str, Any]:
+    async def counters(self, args: JSONDict, progress: Progress) -> JSONDict:
         """The listeners' counters only (no call to the cloud): cheap enough to poll."""
         return self.listener_counters()
 
-    def listener_counters(self) -> dict[str, Any]:
+    def listener_counters(self) -> JSONDict:
         """What the daemon's listeners refused or dropped (for operators and the fuzzer)."""
         messenger = self.peers.messenger
-        out: dict[str, Any] = {
+        out: JSONDict = {
             "peer_received": messenger.protocol.received if messenger else 0,
             "peer_rejected": messenger.protocol.rejected if messenger else 0,
             "peer_dropped": messenger.dropped if messenger else 0,
@@ -151,7 +151,7 @@ class Account(Story):
             out["transfer"] = attrs.asdict(stats)
         return out
 
-    async def shutdown(self, args: JSONDict, progress: Progress) -> dict[str, Any]:
+    async def shutdown(self, args: JSONDict, progress: Progress) -> JSONDict:
         token = self.session.token
         told = False
         if token:

@@ -31,7 +31,7 @@ ENCRYPT_ATTEMPTS = 3  # encrypt requests per `encrypt` command when results cann
 class Images(Story):
     log = Logger()
 
-    async def encrypt(self, args: JSONDict, progress: Progress) -> dict[str, Any]:
+    async def encrypt(self, args: JSONDict, progress: Progress) -> JSONDict:
         path, cover_path = args["path"], args["cover"]  # absolute: the table checked them
         name = args["name"] or os.path.basename(path)
         token = self.session.require_token()
@@ -150,7 +150,7 @@ class Images(Story):
         return await self.work.read_file(target)
 
 
-    async def publish(self, args: JSONDict, progress: Progress) -> dict[str, Any]:
+    async def publish(self, args: JSONDict, progress: Progress) -> JSONDict:
         """Offer an image; the directory keeps its thumbnail and shows it to every signed-in user.
 
         The thumbnail is made from the *encrypted* image, which looks like its cover: others learn
@@ -167,7 +167,7 @@ class Images(Story):
         self.state.update("images", image_id, published=True, preview=preview)
         return {"image_id": image_id, "name": record["name"], "published": True, "preview": preview}
 
-    async def unpublish(self, args: JSONDict, progress: Progress) -> dict[str, Any]:
+    async def unpublish(self, args: JSONDict, progress: Progress) -> JSONDict:
         image_id, record = owned(self.state, args["image"])
         token = self.session.require_token()
         try:
@@ -180,7 +180,7 @@ class Images(Story):
 
     # -- discovery -----------------------------------------------------------------------------------
 
-    async def users(self, args: JSONDict, progress: Progress) -> dict[str, Any]:
+    async def users(self, args: JSONDict, progress: Progress) -> JSONDict:
         token = self.session.require_token()
         users = await self.cloud.call("list_online", token)
         out = []
@@ -190,7 +190,7 @@ class Images(Story):
                 continue
             folder = self.session.home.sub("thumbnails") / name
             images = []
-            catalog: dict[str, Any] = {}
+            catalog: JSONDict = {}
             for im in u.get("images", []):
                 if not isinstance(im, dict) or not valid_image_id(im.get("image_id")):
                     self.log.warn("ignored an offered image of {user} with a bad id", user=name)  # noqa: G010

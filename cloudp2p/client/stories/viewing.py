@@ -26,7 +26,7 @@ _MIME = {
 }
 
 
-def _view_output(path: Any, data: bytes, ext: str, memory: bool) -> dict[str, Any]:
+def _view_output(path: Any, data: bytes, ext: str, memory: bool) -> JSONDict:
     """Where a view went: the file written, or (``memory``) the bytes themselves, base64."""
     if not memory:
         return {"path": str(path)}
@@ -40,7 +40,7 @@ class Viewing(Story):
         super().__init__(parts)
         self.fetch_progress = fetch_progress  # (done, total) of a copy being fetched (the viewer side)
 
-    async def images(self, args: JSONDict, progress: Progress) -> dict[str, Any]:
+    async def images(self, args: JSONDict, progress: Progress) -> JSONDict:
         owned = []
         for image_id, r in self.state.items("images"):
             grants = {v: g["views"] for v, g in (self.state.get("grants", image_id) or {}).items()}
@@ -83,7 +83,7 @@ class Viewing(Story):
                 )
         return {"owned": owned, "received": received, "requests": fetching}
 
-    async def view(self, args: JSONDict, progress: Progress) -> dict[str, Any]:
+    async def view(self, args: JSONDict, progress: Progress) -> JSONDict:
         from cloudp2p.encryption import container
 
         ref = args["image"]
@@ -142,7 +142,7 @@ class Viewing(Story):
             **_view_output(out, data, ext, memory),
         }
 
-    async def _view_own(self, image_id: str, record: dict[str, Any], *, memory: bool) -> dict[str, Any]:
+    async def _view_own(self, image_id: str, record: JSONDict, *, memory: bool) -> JSONDict:
         """The owner sees their own original: no view is counted."""
         out = self.session.home.resolve(record["original"])
         data = await self.work.read_file(out) if memory else b""

@@ -29,7 +29,7 @@ MAX_PENDING_PER_SENDER = 16
 MAX_PENDING = 512
 
 
-def most_granted(grant: dict[str, Any] | None) -> int:
+def most_granted(grant: JSONDict | None) -> int:
     """The most views this owner ever granted one viewer for one image (0 if never)."""
     if grant is None:
         return 0
@@ -108,7 +108,7 @@ class OwnerSide(Story):
         return f"{msg.sender} asks for {b['views']} {what} of {record['name']} (request {rid})"
 
 
-    async def inbox(self, args: JSONDict, progress: Progress) -> dict[str, Any]:
+    async def inbox(self, args: JSONDict, progress: Progress) -> JSONDict:
         requests = [
             {
                 "request_id": rid,
@@ -123,14 +123,14 @@ class OwnerSide(Story):
         requests.sort(key=lambda r: r["received_at"])
         return {"requests": requests}
 
-    def _request(self, args: JSONDict) -> tuple[str, dict[str, Any]]:
+    def _request(self, args: JSONDict) -> tuple[str, JSONDict]:
         rid = args["request_id"]
         record = self.state.get("inbox", rid)
         if record is None:
             raise cerr.UnknownRequest(f"({rid!r})")
         return rid, record
 
-    async def reject(self, args: JSONDict, progress: Progress) -> dict[str, Any]:
+    async def reject(self, args: JSONDict, progress: Progress) -> JSONDict:
         rid, record = self._request(args)
         if record["state"] != "pending":
             raise cerr.ClientError(
@@ -143,7 +143,7 @@ class OwnerSide(Story):
         self.machine.move(rid, "rejected")
         return {"request_id": rid, "state": "rejected", "delivery": delivery}
 
-    async def accept(self, args: JSONDict, progress: Progress) -> dict[str, Any]:
+    async def accept(self, args: JSONDict, progress: Progress) -> JSONDict:
         rid, record = self._request(args)
         views = args["views"] or record["views"]
         if record["state"] in ("rejected", "accepted"):
@@ -180,14 +180,14 @@ class OwnerSide(Story):
     async def _share(
         self,
         rid: str,
-        record: dict[str, Any],
+        record: JSONDict,
         image_id: str,
-        image: dict[str, Any],
+        image: JSONDict,
         viewer: str,
-        info: dict[str, Any],
+        info: JSONDict,
         views: int,
         progress: Progress,
-    ) -> dict[str, Any]:
+    ) -> JSONDict:
         from cloudp2p.encryption import container
 
         assert self.session.identity is not None
@@ -302,7 +302,7 @@ class OwnerSide(Story):
 
 
     async def _send_rights(
-        self, viewer: str, info: dict[str, Any], image_id: str, image: dict[str, Any], views: int, reason: str
+        self, viewer: str, info: JSONDict, image_id: str, image: JSONDict, views: int, reason: str
     ) -> str:
         from cloudp2p.encryption import container
 
@@ -330,7 +330,7 @@ class OwnerSide(Story):
         self.state.put("grants", image_id, grants)
         return await self.peers.send_message(viewer, "rights_update", body)
 
-    async def _set_views(self, args: dict[str, Any], views: int, reason: str) -> dict[str, Any]:
+    async def _set_views(self, args: JSONDict, views: int, reason: str) -> JSONDict:
         typed = args["user"]
         image_id, image = owned(self.state, args["image"])
         self.session.require_token()
@@ -348,9 +348,9 @@ class OwnerSide(Story):
             "delivery": delivery,
         }
 
-    async def set_views(self, args: JSONDict, progress: Progress) -> dict[str, Any]:
+    async def set_views(self, args: JSONDict, progress: Progress) -> JSONDict:
         return await self._set_views(args, args["views"], "set")
 
-    async def revoke(self, args: JSONDict, progress: Progress) -> dict[str, Any]:
+    async def revoke(self, args: JSONDict, progress: Progress) -> JSONDict:
         return await self._set_views(args, 0, "revoke")
 

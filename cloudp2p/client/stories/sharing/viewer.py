@@ -62,7 +62,7 @@ class ViewerSide(Story):
             return ref, ref
         raise cerr.UnknownImage(f"({owner} offers no image {ref!r}; run `cloudp2p users` to list them)")
 
-    async def request(self, args: JSONDict, progress: Progress) -> dict[str, Any]:
+    async def request(self, args: JSONDict, progress: Progress) -> JSONDict:
         owner, ref, views, wait = args["user"], args["image"], args["views"], args["wait"]
         self.session.require_token()
         if owner.lower() == (self.session.username or "").lower():
@@ -73,14 +73,14 @@ class ViewerSide(Story):
         result = await self._ask(owner, image_id, name, views, "share")
         return await self._wait_answer(result, wait, progress)
 
-    async def _wait_answer(self, result: dict[str, Any], wait: float, progress: Progress) -> dict[str, Any]:
+    async def _wait_answer(self, result: JSONDict, wait: float, progress: Progress) -> JSONDict:
         """With ``--wait S``: stay until the owner answered and the copy arrived (progress bar), or S s."""
         rid = result["request_id"]
         if wait <= 0:
             return result
         deadline = self.work.reactor.seconds() + wait
         state = "sent"
-        record: dict[str, Any] | None = None
+        record: JSONDict | None = None
         while self.work.reactor.seconds() < deadline:
             record = self.state.get("outbox", rid)
             state = record["state"] if record else "gone"
@@ -101,7 +101,7 @@ class ViewerSide(Story):
         result["state"] = state
         return result
 
-    async def _ask(self, owner: str, image_id: str, name: str, views: int, kind: str) -> dict[str, Any]:
+    async def _ask(self, owner: str, image_id: str, name: str, views: int, kind: str) -> JSONDict:
         request_id = os.urandom(4).hex()
         self.state.put(
             "outbox",
@@ -137,7 +137,7 @@ class ViewerSide(Story):
             "delivery": delivery,
         }
 
-    async def more_views(self, args: JSONDict, progress: Progress) -> dict[str, Any]:
+    async def more_views(self, args: JSONDict, progress: Progress) -> JSONDict:
         image_id, record = find(self.state, "received", args["image"], "received images")
         views, wait = args["views"], args["wait"]
         self.session.require_token()
