@@ -670,6 +670,7 @@ class Stories:
     async def cmd_accept(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
         rid, record = self._inbox(args)
         views = arg_views(args, optional=True) or record["views"]
+        enforced = self.enforced.wanted(args)  # checked before anything changes
         if record["state"] in ("rejected", "accepted"):
             raise cerr.ClientError(f"(request {rid} is already {record['state']})")
         self.d.require_token()
@@ -699,7 +700,6 @@ class Stories:
                 f"({viewer} must be online to receive the image; the request stays in the inbox)"
             )
         total = min(MAX_VIEWS, record.get("used", 0) + views)  # a copy held before: its used views count
-        enforced = self.enforced.wanted(args)
         return await self._share(rid, record, image_id, image, viewer, info, total, progress, enforced)
 
     async def _share(
