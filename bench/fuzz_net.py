@@ -615,6 +615,9 @@ def control_counters(conn: ControlConnection) -> dict[str, Any]:
     return reply["result"]
 
 
+NO_IMAGE = "00000000-0000-4000-8000-000000000000"  # image ids are UUIDs (issue 11); alice has none
+
+
 def fuzz_client_peer(rig: Rig, count: int, seconds: float, seed: int) -> TargetResult:
     started, deadline = time.monotonic(), time.monotonic() + seconds
     result = TargetResult("client_peer")
@@ -627,17 +630,17 @@ def fuzz_client_peer(rig: Rig, count: int, seconds: float, seed: int) -> TargetR
     now = time.time()
     link = {"port": 9, "transfer_id": "t" * 8, "size": 10, "sha256": "0" * 64}
     bodies = {
-        "share_request": {"request_id": "r1", "image_id": "nope", "views": 1, "kind": "share", "used": 0},
+        "share_request": {"request_id": "r1", "image_id": NO_IMAGE, "views": 1, "kind": "share", "used": 0},
         "share_offer": {
             "request_id": "r-unknown",
-            "image_id": "nope",
+            "image_id": NO_IMAGE,
             "image_name": "x.png",
             "views": 1,
             "transfer": link,
         },
-        "share_rejected": {"request_id": "r-unknown", "image_id": "nope"},
-        "share_done": {"request_id": "r-unknown", "image_id": "nope"},
-        "rights_update": {"image_id": "nope", "views": 3, "rights": "AAAA", "reason": "more"},
+        "share_rejected": {"request_id": "r-unknown", "image_id": NO_IMAGE},
+        "share_done": {"request_id": "r-unknown", "image_id": NO_IMAGE},
+        "rights_update": {"image_id": NO_IMAGE, "views": 3, "rights": "AAAA", "reason": "more"},
         "ack": {"ack": "0" * 32},
     }
     valid = [PeerMessage.create(bob, t, "bob", "alice", b, now) for t, b in bodies.items()]
@@ -685,8 +688,9 @@ def fuzz_client_peer(rig: Rig, count: int, seconds: float, seed: int) -> TargetR
     result.rejected = result.extra["peer_rejected"] + result.extra["peer_dropped"]
     result.processed = after["peer_received"] - before["peer_received"]
     result.alive = alice.alive
-    # A valid message afterwards is applied and acknowledged (signed by alice).
-    probe = PeerMessage.create(bob, "share_done", "bob", "alice", bodies["share_done"], time.time())
+    # A valid message afterwards is applied and acknowledged (signed by alice). A request: anyone
+    # may send one (a share_done from someone alice never dealt with is not even looked up).
+    probe = PeerMessage.create(bob, "share_request", "bob", "alice", bodies["share_request"], time.time())
     blaster.drain()
     for _ in range(3):
         blaster.send(probe.encode(), addr)

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from cloudp2p.client import errors as cerr
 from cloudp2p.client.progress import ProgressBar
+from cloudp2p.client.terminal import clean, printable
 from cloudp2p.errors import (
     CloudP2PError,
     ConfigError,
@@ -30,6 +31,7 @@ from cloudp2p.errors import (
 )
 
 MAX_VIEWS = 1000  # the same bound as cloudp2p.client.peer.MAX_VIEWS (kept import-light here)
+
 
 class RemoteError(CloudP2PError):
     """The daemon refused the command."""
@@ -114,11 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cover", type=_existing_file, help="your own cover image (default: the cloud picks one)")
     s.add_argument("--name", help="the name others see (default: the file name)")
 
-    for name, what in (
-        ("publish", "offer an image for others to discover"),
-        ("unpublish", "stop offering it"),
-    ):
-        add(name, what).add_argument("image", help="image id or name")
+    s = add("publish", "offer an image for others to discover (its thumbnail shows the cover)")
+    s.add_argument("image", help="image id or name")
+    s.add_argument(
+        "--preview",
+        action="store_true",
+        help="show a small preview of the ORIGINAL as the thumbnail: every signed-in user sees it",
+    )
+    add("unpublish", "stop offering it").add_argument("image", help="image id or name")
     add("users", "online users and the images they offer (thumbnails saved to files)")
 
     s = add("request", "ask an owner for an image")
@@ -160,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("user")
     s.add_argument("image")
 
+    s = add("trust", "accept a user's new public keys (after they told you they changed them)")
+    s.add_argument("user")
     add("status", "who you are, the cloud's coordinator and servers")
     s = add("web", "print a one-time link to the web app the daemon serves")
     s.add_argument("--open", action="store_true", help="open the link in the browser")
@@ -253,7 +260,17 @@ def format_result(command: str, r: dict[str, Any]) -> str:
         )
     if command in ("publish", "unpublish"):
         state = "now offered to others" if r["published"] else "no longer offered"
-        return f"Image {r['name']} ({r['image_id']}) is {state}."
+        text = f"Image {r['name']} ({r['image_id']}) is {state}."
+        if r["published"]:
+            shows = "a preview of the original" if r.get("preview") else "the cover, not the image"
+            text += f"\n  its thumbnail shows {shows}"
+        return text
+    if command == "trust":
+        if r.get("previous") is None:
+            return f"Now trusting {r['user']}'s keys (ed25519 {r['ed25519']})."
+        if r.get("changed"):
+            return f"Now trusting {r['user']}'s NEW keys (ed25519 {r['ed25519']}; was {r['previous']})."
+        return f"{r['user']}'s keys are unchanged (ed25519 {r['ed25519']})."
     if command == "users":
         if not r["users"]:
             return "Nobody else is online."
@@ -378,8 +395,12 @@ def _request(args: argparse.Namespace, stdin: TextIO) -> tuple[str, dict[str, An
         return c, {"username": args.username, "password": _password(args, stdin, confirm=False)}
     if c == "encrypt":
         return c, {"path": args.path, "cover": args.cover, "name": args.name}
-    if c in ("publish", "unpublish", "view"):
+    if c == "publish":
+        return c, {"image": args.image, "preview": args.preview}
+    if c in ("unpublish", "view"):
         return c, {"image": args.image}
+    if c == "trust":
+        return c, {"user": args.user}
     if c == "request":
         return c, {"user": args.user, "image": args.image, "views": args.views, "wait": args.wait}
     if c == "accept":
@@ -460,7 +481,9 @@ def run(argv: list[str], stdout: TextIO, stderr: TextIO, stdin: TextIO) -> int:
             bar = ProgressBar(stderr)
             conn = DaemonConnection(os.path.join(home, "control.sock"), args.timeout)
             try:
-                result = conn.call(cmd, params, lambda p: bar.update(p["label"], p["done"], p["total"]))
+                result = conn.call(
+                    cmd, params, lambda p: bar.update(printable(str(p["label"])), p["done"], p["total"])
+                )
             finally:
                 bar.finish()
                 conn.close()
@@ -468,13 +491,14 @@ def run(argv: list[str], stdout: TextIO, stderr: TextIO, stdin: TextIO) -> int:
                 _open_viewer(result["path"], stderr)
             if cmd == "web" and args.open:
                 _open_browser(result["url"], stderr)
-            text = format_result(cmd, result)
+            # names and messages from peers and the cloud: no terminal control characters
+            text = format_result(cmd, clean(result))
     except CloudP2PError as e:
         code = e.exit_code
         if json_out:
             err = e.error if isinstance(e, RemoteError) else error_json(e)
             stdout.write(json.dumps({"ok": False, "error": err}, sort_keys=True) + "\n")
-        stderr.write(f"cloudp2p: error: {e}\n")
+        stderr.write(f"cloudp2p: error: {printable(str(e), keep_newlines=True)}\n")
         return code
     except KeyboardInterrupt:
         stderr.write("cloudp2p: interrupted (the daemon finishes or resumes the work on its own)\n")

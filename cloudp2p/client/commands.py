@@ -31,7 +31,8 @@ from cloudp2p.client.daemon import ClientDaemon
 from cloudp2p.client.enforced import ENFORCED, OFFLINE, EnforcedCopies, mode_of
 from cloudp2p.client.identity import b64, unb64
 from cloudp2p.client.images import check_image, make_thumbnail
-from cloudp2p.client.peer import MAX_VIEWS, PeerMessage, valid_username
+from cloudp2p.client.peer import MAX_VIEWS, PeerMessage, valid_image_id, valid_username
+from cloudp2p.directory.validate import username_key
 from cloudp2p.encryption import keywrap
 from cloudp2p.encryption.errors import WrongKeyError
 from cloudp2p.errors import CloudUnreachable, RequestFailed
@@ -44,6 +45,10 @@ _FORMATS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "BMP": "bmp", "WEBP": "we
 FETCH_ATTEMPTS = 4  # tries of one fetch (each resumes where the last stopped)
 MAX_RESUMES = 5  # later rounds of FETCH_ATTEMPTS, after a restart or a reconnection
 OFFER_LIFETIME = 900.0  # seconds an accepted share stays offered for the viewer to (re)fetch
+# Requests waiting in the inbox: per sender, and in all. More are dropped (logged, counted).
+MAX_PENDING_PER_SENDER = 16
+MAX_PENDING = 512
+MAX_PENDING_RIGHTS = 8  # rights updates kept per image until its copy arrives
 
 
 # -- argument checks -------------------------------------------------------------------------------
@@ -166,6 +171,13 @@ def _view_output(path: Any, data: bytes, ext: str, memory: bool) -> dict[str, An
     return {"path": None, "data": b64(data), "mime": _MIME.get(ext, "application/octet-stream")}
 
 
+def _most_granted(grant: dict[str, Any] | None) -> int:
+    """The most views this owner ever granted one viewer for one image (0 if never)."""
+    if grant is None:
+        return 0
+    return max(int(grant.get("views", 0)), int(grant.get("max_views", 0)))
+
+
 ENCRYPT_ATTEMPTS = 3  # encrypt requests per `encrypt` command when results cannot be fetched
 
 
@@ -212,6 +224,7 @@ class Stories:
             "more-views": self.cmd_more_views,
             "set-views": self.cmd_set_views,
             "revoke": self.cmd_revoke,
+            "trust": self.cmd_trust,
             "status": self.cmd_status,
             "counters": self.cmd_counters,
             "web": self.cmd_web,
@@ -416,13 +429,21 @@ class Stories:
         return matches[0]
 
     async def cmd_publish(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        """Offer an image; the directory keeps its thumbnail and shows it to every signed-in user.
+
+        The thumbnail is made from the *encrypted* image, which looks like its cover: others learn
+        the cover, the name and the size. ``preview: true`` makes it from the original instead (a
+        128-pixel preview of the secret image, kept by the directory until unpublished).
+        """
         image_id, record = self.owned(arg_str(args, "image") or "")
+        preview = arg_flag(args, "preview")
         token = self.d.require_token()
-        original = await self.d.read_file(self.d.home.resolve(record["original"]))
-        thumb = await self.d.run_blocking(make_thumbnail, original)
+        source = record["original"] if preview else record["encrypted"]
+        data = await self.d.read_file(self.d.home.resolve(source))
+        thumb = await self.d.run_blocking(make_thumbnail, data)
         await self.d.call("publish_image", token, image_id, record["name"], record["size"], b64(thumb))
-        self.state.update("images", image_id, published=True)
-        return {"image_id": image_id, "name": record["name"], "published": True}
+        self.state.update("images", image_id, published=True, preview=preview)
+        return {"image_id": image_id, "name": record["name"], "published": True, "preview": preview}
 
     async def cmd_unpublish(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
         image_id, record = self.owned(arg_str(args, "image") or "")
@@ -449,6 +470,9 @@ class Stories:
             images = []
             catalog: dict[str, Any] = {}
             for im in u.get("images", []):
+                if not isinstance(im, dict) or not valid_image_id(im.get("image_id")):
+                    self.log.warn("ignored an offered image of {user} with a bad id", user=name)  # noqa: G010
+                    continue
                 try:
                     thumb = base64.b64decode(im.get("thumbnail") or "", validate=True)
                 except ValueError:
@@ -598,6 +622,20 @@ class Stories:
             return None
         record = self.state.get("images", image_id)
         grant = (self.state.get("grants", image_id) or {}).get(msg.sender)
+        sender = username_key(msg.sender)
+        pending = self.state.count("inbox", lambda r: r["state"] == "pending")
+        theirs = self.state.count(
+            "inbox", lambda r: r["state"] == "pending" and username_key(r["from"]) == sender
+        )
+        if theirs >= MAX_PENDING_PER_SENDER or pending >= MAX_PENDING:
+            self.d.guard["refused_inbox_full"] += 1
+            self.log.warn(  # noqa: G010
+                "dropped request {rid} from {sender}: {n} of their requests wait already",
+                rid=rid,
+                sender=msg.sender,
+                n=theirs,
+            )
+            return None
         problem = None
         if record is None:
             problem = "no such image"
@@ -619,7 +657,10 @@ class Stories:
                 "image_id": image_id,
                 "image_name": record["name"],
                 "views": b["views"],
-                "used": b["used"],
+                # The viewer says how many views their copy used; never believe more than this
+                # owner granted them (0 for a first request): "2 views, used 998" gives 2.
+                "used": min(b["used"], _most_granted(grant)),
+                "claimed_used": b["used"],
                 "kind": b["kind"],
                 "state": "pending",
                 "received_at": self.d.wall_clock(),
@@ -764,8 +805,13 @@ class Stories:
             self.state.move_inbox(rid, "pending")
             raise cerr.UserOffline(f"({viewer} did not answer; the request stays in the inbox)")
         grants = self.state.get("grants", image_id) or {}
-        mode = mode_of(enforced)
-        grants[viewer] = {"user_id": info["user_id"], "views": views, "version": version, "mode": mode}
+        grants[viewer] = {
+            "user_id": info["user_id"],
+            "views": views,
+            "version": version,
+            "max_views": max(_most_granted(previous), views),
+            "mode": mode_of(enforced),
+        }
         self.state.put("grants", image_id, grants)
         delivered = await self._wait_delivery(waiter, label, len(copy), progress)
         return {
@@ -1023,7 +1069,8 @@ class Stories:
         )
         body = {"image_id": image_id, "views": views, "rights": b64(blob), "reason": reason}
         # Record first: a version number must never be reused, even if sending fails.
-        grants[viewer] = {**grant, "views": views, "version": version}
+        most = max(_most_granted(grant), views)
+        grants[viewer] = {**grant, "views": views, "version": version, "max_views": most}
         self.state.put("grants", image_id, grants)
         if grant.get("mode") == ENFORCED:  # the cloud's limit changes now, viewer online or not
             await self.enforced.set_limit(image_id, grant["user_id"], views, version)
@@ -1067,7 +1114,7 @@ class Stories:
             ]
             if waiting:
                 kept = self.state.get("pending_rights", image_id) or {"blobs": []}
-                kept["blobs"].append(msg.body["rights"])
+                kept["blobs"] = (kept["blobs"] + [msg.body["rights"]])[-MAX_PENDING_RIGHTS:]
                 self.state.put("pending_rights", image_id, kept)
             return None
         if record["owner"] != msg.sender:
@@ -1239,6 +1286,12 @@ class Stories:
             **_view_output(out, data, out.suffix.lstrip("."), memory),
         }
 
+    # -- pinned keys ---------------------------------------------------------------------------------
+
+    async def cmd_trust(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        """Accept the keys the directory has for USER now (they made new keys, and said so)."""
+        return await self.d.trust(arg_user(args))
+
     # -- status and shutdown -------------------------------------------------------------------------
 
     async def cmd_status(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
@@ -1276,6 +1329,9 @@ class Stories:
             "peer_received": messenger.protocol.received if messenger else 0,
             "peer_rejected": messenger.protocol.rejected if messenger else 0,
             "peer_dropped": messenger.dropped if messenger else 0,
+            "peer_guard": dict(self.d.guard),
+            "lookup_cache": len(self.d.lookups),
+            "state_writes": self.d.state_writer.writes if self.d.state_writer else 0,
             "control": dict(self.control_counters) if self.control_counters is not None else {},
         }
         stats = getattr(self.d.transfers, "stats", None)

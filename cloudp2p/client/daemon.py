@@ -16,10 +16,19 @@ Session and presence (docs/client.md draws it)::
 Peer messages (``cloudp2p.client.peer``) arrive directly (UDP) or through the
 directory's queue; both go through ``apply_message``, which applies each
 message id exactly once.
+
+Anyone can send a datagram to the peer port, from any source address they
+claim (issue 11). ``admit_peer`` decides, before any work, whether a datagram
+deserves a directory lookup of its sender: only a sender this user has
+business with (or anyone asking to share), at most ``LOOKUP_BURST`` at once and
+one per ``LOOKUP_INTERVAL`` s in all (and per source address). Records are
+cached by canonical name (``LookupCache``), keys pinned (``KnownKeys``), and
+``state.json`` is written off the reactor, batched (``CoalescingWriter``).
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 from collections.abc import Callable
@@ -34,10 +43,15 @@ from cloudp2p.client.cloud import Cloud
 from cloudp2p.client.config import ClientConfig
 from cloudp2p.client.home import Home
 from cloudp2p.client.identity import unb64
-from cloudp2p.client.peer import PeerMessage, PeerMessageError, PeerMessenger
-from cloudp2p.client.state import APPLIED_RETENTION, State
+from cloudp2p.client.known_keys import KnownKeys, fingerprint
+from cloudp2p.client.lookup_cache import LookupCache
+from cloudp2p.client.peer import PeerMessage, PeerMessageError, PeerMessenger, valid_username
+from cloudp2p.client.state import State
+from cloudp2p.client.writer import CoalescingWriter
+from cloudp2p.directory.validate import username_key
 from cloudp2p.encryption.keys import UserKeys
 from cloudp2p.errors import CloudUnreachable, RequestFailed
+from cloudp2p.routing.ratelimit import RateLimits
 
 # Codes with which the directory says the session is gone (log in again).
 SESSION_GONE = {"not_signed_in", "session_expired", "bad_token"}
@@ -46,6 +60,12 @@ SESSION_GONE = {"not_signed_in", "session_expired", "bad_token"}
 # us peer to peer (a stale address, a lost datagram) queued its message while we were online.
 DRAIN_EVERY = 5
 UNKNOWN_TTL = 60.0
+# Directory lookups that unsigned peer datagrams may cause: LOOKUP_BURST at once, then one per
+# LOOKUP_INTERVAL seconds, in all and per source address (a flood of made-up senders costs the
+# cloud a few lookups, not one each).
+LOOKUP_BURST = 8
+LOOKUP_INTERVAL = 1.0
+MAX_CLOCK_AHEAD = 24 * 3600.0  # a message dated further in the future is refused
 
 RunBlocking = Callable[..., defer.Deferred]
 
@@ -94,8 +114,15 @@ class ClientDaemon:
         self._router: Any = None
         self._heartbeat_call: Any = None
         self._backoff = 0.0
-        self._keys: dict[str, dict[str, Any]] = {}  # username -> lookup_user result (keys, id)
-        self._unknown: dict[str, float] = {}  # username -> until when it is known not to exist
+        # canonical username -> lookup_user record (keys, id); names the directory does not know
+        self.lookups = LookupCache(reactor.seconds, unknown_ttl=UNKNOWN_TTL)
+        self._lookup_limit = RateLimits(LOOKUP_BURST, LOOKUP_INTERVAL, clock=reactor.seconds, max_keys=1)
+        self._lookup_source_limit = RateLimits(LOOKUP_BURST, LOOKUP_INTERVAL, clock=reactor.seconds)
+        # what admit_peer refused, and the lookups made (counters command, tests, fuzzer)
+        self.guard: collections.Counter[str] = collections.Counter()
+        self.known_keys: KnownKeys | None = None
+        self.state_writer: CoalescingWriter | None = None
+        self._keys_writer: CoalescingWriter | None = None
         self._applying: dict[str, defer.Deferred[Any]] = {}
         self._draining: defer.Deferred[list[str]] | None = None
         self._stopping = False
@@ -113,7 +140,16 @@ class ClientDaemon:
     async def start(self) -> None:
         self.home.create()
         self.identity = keyfile.load_or_create(self.home)
-        self.state = State(self.home, self.state_listeners)
+        state = State(self.home, self.state_listeners, save=lambda: self.state_writer.changed())
+        self.state_writer = CoalescingWriter(
+            self.reactor, self.run_blocking, self.home.state_file, state.encoded
+        )
+        self.state = state
+        known = KnownKeys(self.home, lambda: self._keys_writer.changed(), wall_clock=self.wall_clock)
+        self.known_keys = known
+        self._keys_writer = CoalescingWriter(
+            self.reactor, self.run_blocking, known.path, lambda: self.home_json(known.snapshot())
+        )
         self.session = self.home.read_json(self.home.session_file, {}) or {}
         if self.cloud is None:
             from cloudp2p.routing.client import ClientRouter
@@ -131,6 +167,7 @@ class ClientDaemon:
             lambda: self.session.get("username"),
             self.resolve_key,
             self.apply_message,
+            admit=self.admit_peer,
         )
         self.peer_port = self._listen_udp(0, self.messenger.protocol, self.config.peer_host)
         self.log.info(
@@ -163,6 +200,36 @@ class ClientDaemon:
                 self.log.failure("closing the transfers failed")
         if self._router is not None:
             await self._router.stop()
+        for writer in (self.state_writer, self._keys_writer):
+            if writer is not None:
+                await writer.flushed()
+                writer.stop()
+
+    @staticmethod
+    def home_json(obj: Any) -> bytes:
+        import json
+
+        return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+    async def saved(self) -> None:
+        """Wait until every change made so far to the state and the known keys is on disk."""
+        for writer in (self.state_writer, self._keys_writer):
+            if writer is not None:
+                await writer.flushed()
+
+    def saving(self, commands: dict[str, Any]) -> dict[str, Any]:
+        """``commands`` whose replies wait until their changes are on disk (control socket, web)."""
+
+        def wrap(command: Any) -> Any:
+            async def run(args: dict[str, Any], progress: Any) -> Any:
+                try:
+                    return await command(args, progress)
+                finally:
+                    await self.saved()
+
+            return run
+
+        return {name: wrap(command) for name, command in commands.items()}
 
     @property
     def peer_address(self) -> tuple[str, int] | None:
@@ -292,38 +359,121 @@ class ClientDaemon:
     # -- keys of other users -------------------------------------------------------------------------
 
     async def lookup(self, username: str, *, fresh: bool = False) -> dict[str, Any]:
-        """The directory's record of ``username`` (keys, id, presence); raises UnknownUser."""
+        """The directory's record of ``username`` (keys, id, presence); raises UnknownUser.
+
+        The keys must be the ones pinned for that user (``KnownKeys``), else ``KeyChanged``.
+        """
         token = self.require_token()
-        if not fresh and username in self._keys:
-            return self._keys[username]
+        if not fresh:
+            cached = self.lookups.get(username)
+            if cached is not None:
+                return cached
+        found = await self._directory_record(token, username)
+        assert self.known_keys is not None
+        self.known_keys.check(found)
+        self.lookups.put({k: found[k] for k in ("user_id", "username", "keys")})
+        return found
+
+    async def _directory_record(self, token: str, username: str) -> dict[str, Any]:
+        """``lookup_user``, with the reply checked: the name asked for, the directory's rules."""
+        self.guard["directory_lookups"] += 1
         try:
             found = await self.call("lookup_user", token, username=username)
         except RequestFailed as e:
             if e.code in ("user_not_found", "bad_request"):
+                self.lookups.mark_unknown(username)
                 raise cerr.UnknownUser(f"({username!r})") from None
             raise
-        self._keys[found["username"]] = {k: found[k] for k in ("user_id", "username", "keys")}
-        if found["username"] != username:
-            self._keys[username] = self._keys[found["username"]]
+        keys = found.get("keys") if isinstance(found, dict) else None
+        name = found.get("username") if isinstance(found, dict) else None
+        if (
+            not valid_username(name)
+            or username_key(name) != username_key(username)
+            or not isinstance(found.get("user_id"), str)
+            or not isinstance(keys, dict)
+            or not all(isinstance(keys.get(k), str) for k in ("x25519", "ed25519"))
+        ):
+            raise RequestFailed("bad_reply", f"the directory's record of {username!r} is unusable")
         return found
 
-    async def resolve_key(self, username: str) -> str | None:
-        """The Ed25519 key (base64) the directory holds for ``username``; None if unknown.
+    async def trust(self, username: str) -> dict[str, Any]:
+        """Pin the keys the directory has for ``username`` now (`cloudp2p trust USER`)."""
+        token = self.require_token()
+        found = await self._directory_record(token, username)
+        assert self.known_keys is not None
+        previous = self.known_keys.trust(found)
+        self.lookups.put({k: found[k] for k in ("user_id", "username", "keys")})
+        now = fingerprint(found["keys"]["ed25519"])
+        before = fingerprint(previous["ed25519"]) if previous is not None else None
+        return {
+            "user": found["username"],
+            "user_id": found["user_id"],
+            "ed25519": now,
+            "previous": before,
+            "changed": before is not None and (before != now or previous["user_id"] != found["user_id"]),
+        }
+
+    def _is_me(self, username: str) -> bool:
+        return bool(self.username) and username_key(username) == username_key(self.username or "")
+
+    async def resolve_key(self, username: str, *, strict: bool = False) -> str | None:
+        """The Ed25519 key (base64) pinned and registered for ``username``; None if unknown.
 
         Unknown names are remembered for ``UNKNOWN_TTL`` seconds, so that datagrams claiming to
-        come from made-up users do not each cost a directory lookup.
+        come from made-up users do not each cost a directory lookup. A changed key gives None
+        (the message is dropped), or ``KeyChanged`` with ``strict``.
         """
-        if username == self.username and self.identity is not None:
+        if self._is_me(username) and self.identity is not None:
             return self.identity.public.to_json()["ed25519"]
-        if self._unknown.get(username, 0.0) > self.reactor.seconds():
+        if self.lookups.is_unknown(username):
             return None
         try:
             return (await self.lookup(username))["keys"]["ed25519"]
         except cerr.UnknownUser:
-            if len(self._unknown) > 10_000:
-                self._unknown.clear()
-            self._unknown[username] = self.reactor.seconds() + UNKNOWN_TTL
             return None
+        except cerr.KeyChanged as e:
+            if strict:
+                raise
+            self.log.warn("dropped a message from {user}: {why}", user=username, why=str(e))  # noqa: G010
+            return None
+
+    def admit_peer(self, msg: PeerMessage, addr: tuple[str, int]) -> bool:
+        """Cheap checks of a datagram anyone could have sent, before any lookup or signature check."""
+        assert self.state is not None
+        now = self.wall_clock()
+        if self.state.too_old(msg.at, now) or msg.at > now + MAX_CLOCK_AHEAD:
+            self.guard["refused_out_of_date"] += 1
+            return False
+        if self._is_me(msg.sender) or self.lookups.get(msg.sender) is not None:
+            return True  # the key is at hand: the signature check decides
+        if self.lookups.is_unknown(msg.sender):
+            self.guard["refused_unknown_sender"] += 1
+            return False
+        if not self.plausible_sender(msg):
+            self.guard["refused_implausible"] += 1
+            return False
+        if not self._lookup_source_limit.allow(addr[0]) or not self._lookup_limit.allow("all"):
+            self.guard["refused_lookups_limited"] += 1
+            return False
+        return True
+
+    def plausible_sender(self, msg: PeerMessage) -> bool:
+        """Could ``msg.sender`` have a reason to send ``msg.type`` to this user? (No lookup needed.)"""
+        assert self.state is not None
+        sender = username_key(msg.sender)
+
+        def has(section: str, field: str) -> bool:
+            return self.state.count(section, lambda r: username_key(str(r.get(field, ""))) == sender) > 0
+
+        if msg.type == "share_request":
+            return True  # anyone signed in may ask for a published image (rate-limited above)
+        if msg.type in ("share_offer", "share_rejected"):
+            return has("outbox", "to")
+        if msg.type == "share_done":
+            return has("inbox", "from")
+        if msg.type == "rights_update":
+            return has("received", "owner") or has("outbox", "to")
+        return False
 
     # -- sending messages ----------------------------------------------------------------------------
 
@@ -364,19 +514,20 @@ class ClientDaemon:
         self._applying[msg.id] = done
         try:
             now = self.wall_clock()
-            if msg.at < now - APPLIED_RETENTION:
+            if self.state.too_old(msg.at, now):
                 self.log.info(
                     "ignored a {type} message from {sender}: too old", type=msg.type, sender=msg.sender
                 )
-                self.state.mark_applied(msg.id, now)
                 return None
             handler = self.handlers.get(msg.type)
             if handler is None:
                 self.log.info("no handler for {type} messages", type=msg.type)
-                self.state.mark_applied(msg.id, now)
+                self.state.mark_applied(msg.id, now, msg.at)
+                await self.saved()
                 return None
             description = await handler(msg, addr)
-            self.state.mark_applied(msg.id, now)
+            self.state.mark_applied(msg.id, now, msg.at)
+            await self.saved()  # the ack (direct or to the queue) only once it is on disk
             self.log.info(
                 "applied {type} {id} from {sender} ({via}): {what}",
                 type=msg.type,
@@ -431,7 +582,12 @@ class ClientDaemon:
                     )
                     done.append(int(item["id"]))
                     continue
-                key = await self.resolve_key(msg.sender)
+                try:
+                    key = await self.resolve_key(msg.sender, strict=True)
+                except cerr.KeyChanged as e:
+                    # kept in the queue (not acknowledged) until the user runs `cloudp2p trust`
+                    self.log.warn("kept queued message {id}: {why}", id=item.get("id"), why=str(e))  # noqa: G010
+                    continue
                 if key is None or not msg.verify(key):
                     self.log.warn("dropped queued message {id}: bad signature", id=item.get("id"))  # noqa: G010
                     done.append(int(item["id"]))

@@ -90,3 +90,13 @@ class PeerMessageError(ClientError):  # noqa: N818
     """A peer message was not valid."""
 
     exit_code = 22
+
+
+class KeyChanged(ClientError):  # noqa: N818
+    """This user's public keys are not the ones this client saw before: nothing was sent or accepted.
+
+    If the user confirms (in person, by phone) that they made new keys, run `cloudp2p trust USER`;
+    otherwise the directory may be handing out someone else's keys.
+    """
+
+    exit_code = 28

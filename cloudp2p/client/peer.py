@@ -39,6 +39,7 @@ from twisted.logger import Logger
 
 from cloudp2p.client.errors import PeerMessageError
 from cloudp2p.client.identity import b64, unb64, verify
+from cloudp2p.directory.validate import is_username
 from cloudp2p.encryption.keys import UserKeys
 
 VERSION = 1
@@ -46,13 +47,19 @@ MAX_MESSAGE = 16 * 1024
 MAX_VIEWS = 1000
 MAX_IN_PROGRESS = 64  # messages being verified/applied at once; more are dropped (the sender retries)
 
-_USER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def valid_username(value: Any) -> bool:
-    return isinstance(value, str) and bool(_USER.match(value))
+    """The directory's rule (3 to 32 of ``A-Za-z0-9_.-``, starting with a letter or digit): never ``..``."""
+    return is_username(value)
+
+
+def valid_image_id(value: Any) -> bool:
+    """An image id as the cloud makes them: a canonical lower-case UUID (safe in a file name)."""
+    return isinstance(value, str) and _UUID.match(value) is not None
 
 
 # -- body checks ------------------------------------------------------------------------------------
@@ -61,6 +68,12 @@ def valid_username(value: Any) -> bool:
 def _str_id(value: Any, what: str) -> str:
     if not isinstance(value, str) or not _ID.match(value):
         raise PeerMessageError(f"{what} must be a short identifier")
+    return value
+
+
+def _image_id(value: Any) -> str:
+    if not valid_image_id(value):
+        raise PeerMessageError("image_id must be a lower-case UUID")
     return value
 
 
@@ -99,7 +112,7 @@ def _check_ack(b: dict[str, Any]) -> None:
 def _check_request(b: dict[str, Any]) -> None:
     _exact(b, {"request_id", "image_id", "views", "kind", "used"})
     _str_id(b["request_id"], "request_id")
-    _str_id(b["image_id"], "image_id")
+    _image_id(b["image_id"])
     _views(b["views"])
     _views(b["used"], "used", low=0)
     if b["kind"] not in ("share", "more"):
@@ -109,7 +122,7 @@ def _check_request(b: dict[str, Any]) -> None:
 def _check_offer(b: dict[str, Any]) -> None:
     _exact(b, {"request_id", "image_id", "image_name", "views", "transfer"})
     _str_id(b["request_id"], "request_id")
-    _str_id(b["image_id"], "image_id")
+    _image_id(b["image_id"])
     _text(b["image_name"], "image_name")
     _views(b["views"])
     _transfer(b["transfer"])
@@ -118,18 +131,18 @@ def _check_offer(b: dict[str, Any]) -> None:
 def _check_rejected(b: dict[str, Any]) -> None:
     _exact(b, {"request_id", "image_id"})
     _str_id(b["request_id"], "request_id")
-    _str_id(b["image_id"], "image_id")
+    _image_id(b["image_id"])
 
 
 def _check_done(b: dict[str, Any]) -> None:
     _exact(b, {"request_id", "image_id"})
     _str_id(b["request_id"], "request_id")
-    _str_id(b["image_id"], "image_id")
+    _image_id(b["image_id"])
 
 
 def _check_rights(b: dict[str, Any]) -> None:
     _exact(b, {"image_id", "views", "rights", "reason"})
-    _str_id(b["image_id"], "image_id")
+    _image_id(b["image_id"])
     _views(b["views"], low=0)
     if not isinstance(b["rights"], str) or len(b["rights"]) > 8192:
         raise PeerMessageError("rights must be a string of at most 8192 characters")
@@ -299,6 +312,7 @@ class PeerProtocol(DatagramProtocol):
 
 KeyResolver = Callable[[str], Awaitable[str | None]]
 Deliver = Callable[[PeerMessage, tuple[str, int]], Awaitable[None]]
+Admit = Callable[[PeerMessage, tuple[str, int]], bool]
 
 
 class PeerMessenger:
@@ -307,6 +321,8 @@ class PeerMessenger:
     ``resolve_key(username)`` returns the user's registered Ed25519 key (base64)
     or None; ``deliver(msg, addr)`` applies a verified message (and must be
     idempotent per ``msg.id``); the ack goes back once it returns.
+    ``admit(msg, addr)`` is asked first, synchronously, before any work (a key
+    lookup, a signature check) is spent on a datagram anyone could have sent.
     """
 
     log = Logger()
@@ -320,6 +336,7 @@ class PeerMessenger:
         deliver: Deliver,
         *,
         retry_interval: float = 0.25,
+        admit: Admit | None = None,
     ) -> None:
         self.reactor = reactor
         self.identity = identity
@@ -327,6 +344,7 @@ class PeerMessenger:
         self.resolve_key = resolve_key
         self.deliver = deliver
         self.retry_interval = retry_interval
+        self.admit = admit or (lambda msg, addr: True)
         self.protocol = PeerProtocol(self)
         self._waiting: dict[str, tuple[str, defer.Deferred[bool]]] = {}
         self._in_progress: set[str] = set()
@@ -380,6 +398,9 @@ class PeerMessenger:
                 type=msg.type,
                 sender=msg.sender,
             )
+            return
+        if not self.admit(msg, addr):
+            self.dropped += 1
             return
         self._in_progress.add(msg.id)
         d = defer.Deferred.fromCoroutine(self._apply(msg, addr))

@@ -23,6 +23,7 @@ from cloudp2p.client.control import ControlFactory
 from cloudp2p.client.daemon import ClientDaemon
 from cloudp2p.client.errors import HomeError
 from cloudp2p.client.home import Home, default_home
+from cloudp2p.client.known_keys import KnownKeys
 from cloudp2p.client.state import State
 from cloudp2p.errors import CloudP2PError
 from cloudp2p.web.service import web_service
@@ -52,6 +53,7 @@ class Options(usage.Options):
             # damaged key or state files stop the daemon here, with their name, not half-started
             identity.load(home)
             State(home)
+            KnownKeys(home)
             if not isinstance(home.read_json(home.session_file, {}), dict):
                 raise HomeError(f"{home.session_file}: not a JSON object")
         except CloudP2PError as e:
@@ -124,12 +126,14 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     endpoint = endpoints.serverFromString(
         reactor, f"unix:{endpoints.quoteStringArgument(path)}:mode=600:lockfile=1"
     )
-    factory = ControlFactory(stories.commands())
+    # a command's reply waits until its state changes are on disk (they are written in batches)
+    commands = daemon.saving(stories.commands())
+    factory = ControlFactory(commands)
     stories.control_counters = factory.counters
     control = StreamServerEndpointService(endpoint, factory)
     control._raiseSynchronously = True
     control.setServiceParent(top)
-    web = web_service(daemon, stories.commands(), options["client_config"].web, reactor)
+    web = web_service(daemon, commands, options["client_config"].web, reactor)
     if web is not None:
         web.setServiceParent(top)
     ReadyService(daemon, path).setServiceParent(top)

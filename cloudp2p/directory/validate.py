@@ -77,6 +77,15 @@ def username(value: Any, name: str = "username") -> str:
     return value
 
 
+def is_username(value: Any) -> bool:
+    """True if ``value`` follows the directory's rule for user names (no ``..``, no ``/``)."""
+    return (
+        isinstance(value, str)
+        and USERNAME_MIN <= len(value) <= USERNAME_MAX
+        and _USERNAME.fullmatch(value) is not None
+    )
+
+
 def username_key(value: str) -> str:
     """Usernames are unique regardless of case: ``Alice`` and ``alice`` are one name."""
     return value.lower()

@@ -27,7 +27,7 @@ class Client:
 
     def cmd(self, command: str, **args: Any) -> dict[str, Any]:
         """Run a control command to completion on the memory network's time."""
-        fn = self.stories.commands()[command]
+        fn = self.daemon.saving(self.stories.commands())[command]
         return self.world.run(fn(args, lambda label, done, total: self.progress.append((label, done, total))))
 
     def fails(self, command: str, **args: Any) -> BaseException:

@@ -319,6 +319,7 @@ SAMPLES = {
         "cloud": {"reachable": True, "coordinator": 2, "servers": ["1"]},
     },
     "shutdown": {},
+    "trust": {"user": "a", "user_id": "u", "ed25519": "SHA256:1", "previous": "SHA256:0", "changed": True},
 }
 
 
@@ -389,6 +390,41 @@ def test_exit_codes_are_the_documented_ones():
         cerr.UnknownRequest: 16, cerr.UnknownUser: 17, cerr.UserOffline: 18, cerr.TransferFailed: 19,
         cerr.AccessDenied: 20, cerr.ControlProtocolError: 21, cerr.PeerMessageError: 22,
         errors.ServerIdentityError: 23, errors.ServerUntrusted: 24, errors.ServerCertificateExpired: 25,
-        errors.ServerNameMismatch: 26, errors.SecureHandshakeFailed: 27,
+        errors.ServerNameMismatch: 26, errors.SecureHandshakeFailed: 27, cerr.KeyChanged: 28,
     }
     assert {cls: cls.exit_code for cls in documented} == documented
+
+
+ESCAPES = "\x1b]0;owned\x07\x1b[2J\x1b[1A\r\u202e"
+
+
+@pytest_twisted.inlineCallbacks
+def test_names_from_peers_reach_the_terminal_without_control_characters(tmp_path):
+    """Issue 11, finding 11: an image or user name with ESC/CSI/OSC sequences prints inert."""
+
+    async def images(args, progress):
+        progress(f"receiving {ESCAPES}", 1, 2)
+        return {
+            "owned": [],
+            "received": [{"name": f"cat{ESCAPES}", "image_id": "i", "owner": f"b{ESCAPES}", "views_left": 1}],
+        }
+
+    async def view(args, progress):
+        raise cerr.UnknownImage(f"({ESCAPES!s})")
+
+    home = tmp_path / "h"
+    home.mkdir()
+    port = reactor.listenUNIX(str(home / "control.sock"), ControlFactory({"images": images, "view": view}))
+    try:
+        code, out, err = yield threads.deferToThread(_cli, "--home", str(home), "images")
+        assert code == 0 and "cat" in out
+        code2, out2, err2 = yield threads.deferToThread(_cli, "--home", str(home), "view", "x")
+        assert code2 == 15 and "No such image" in err2
+        code3, out3, _ = yield threads.deferToThread(_cli, "--home", str(home), "--json", "images")
+    finally:
+        yield port.stopListening()
+    for text in (out, err, err2):
+        assert not any(ch in text for ch in "\x1b\x07\r\u202e"), repr(text)
+    assert "\ufffd" in out and "\ufffd" in err2
+    # --json escapes them (JSON strings cannot hold raw control characters) and keeps the data
+    assert "\x1b" not in out3 and json.loads(out3)["result"]["received"][0]["name"] == f"cat{ESCAPES}"
