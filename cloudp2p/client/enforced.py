@@ -89,10 +89,14 @@ class EnforcedCopies:
             raise
 
     async def view(self, data: bytes, viewer: Any, image_id: str, owner_id: str) -> Any:
-        """One view of an enforced copy: a ``container.ViewResult`` (the cover when the cloud refuses)."""
+        """One view of an enforced copy: a ``container.ViewResult`` (the cover when the cloud refuses).
+
+        The PNG is decoded once (``*_carrier`` calls): the local check and the decode share it.
+        """
         from cloudp2p.encryption import container, keywrap
 
-        status = await self.d.run_blocking(container.status, data, viewer)
+        carrier = await self.d.run_blocking(container.load_carrier, data)
+        status = await self.d.run_blocking(container.status_carrier, carrier, viewer)
         if status.views_left <= 0:  # the second check says no: do not spend a view in the cloud
             return container.ViewResult(image=None, cover_png=data, png=data, status=status, consumed=False)
         try:
@@ -104,14 +108,16 @@ class EnforcedCopies:
             return container.ViewResult(image=None, cover_png=data, png=data, status=status, consumed=False)
         assert self.d.identity is not None
         try:
-            share = keywrap.open_share(
-                unb64(reply.get("share", "")), self.d.identity.x25519_private, image_id
-            )
+            sealed = unb64(reply.get("share", ""))
         except ValueError:
             raise cerr.AccessDenied("(the cloud's key share is not base64)") from None
-        result = await self.d.run_blocking(container.open_for_view, data, viewer, share=share)
+        share = keywrap.open_share(sealed, self.d.identity.x25519_private, image_id)
+        image, status, changed = await self.d.run_blocking(container.view_carrier, carrier, viewer, share)
         del share  # used for this one decode, never stored
+        png = await self.d.run_blocking(container.save_carrier, carrier) if changed else data
         cloud_left = int(reply.get("views_left", 0))
-        if cloud_left < result.views_left:  # the cloud's count wins: it survives restored files
-            result = attrs.evolve(result, status=attrs.evolve(result.status, views_left=cloud_left))
-        return result
+        if cloud_left < status.views_left:  # the cloud's count wins: it survives restored files
+            status = attrs.evolve(status, views_left=cloud_left)
+        return container.ViewResult(
+            image=image, cover_png=png, png=png, status=status, consumed=image is not None
+        )
