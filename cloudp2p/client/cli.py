@@ -136,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("accept", "accept a request: the image goes peer to peer")
     s.add_argument("request_id")
     s.add_argument("--views", type=_views(1), help="grant this many views instead of the number asked")
+    mode = s.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--enforced",
+        action="store_true",
+        help="the cloud counts every view and revoke works on unviewed copies (viewing needs the cloud)",
+    )
+    mode.add_argument(
+        "--offline", action="store_true", help="an offline-capable copy, even if enforced is your default"
+    )
     add("reject", "reject a request").add_argument("request_id")
 
     add("images", "your images, and received images with views left")
@@ -305,7 +314,8 @@ def format_result(command: str, r: dict[str, Any]) -> str:
             return f"{r['viewer']} may now view {r['image_name']} {_fmt_views(r['views'])} in total."
         if r.get("delivered") is False:
             return f"Offered {r['image_name']} to {r['viewer']}; they have not finished fetching it yet."
-        return f"Sent {r['image_name']} to {r['viewer']} with {_fmt_views(r['views'])}."
+        how = " (enforced: the cloud counts each view)" if r.get("mode") == "enforced" else ""
+        return f"Sent {r['image_name']} to {r['viewer']} with {_fmt_views(r['views'])}{how}."
     if command == "reject":
         return f"Rejected request {r['request_id']}."
     if command == "images":
@@ -313,12 +323,15 @@ def format_result(command: str, r: dict[str, Any]) -> str:
         for im in r["owned"]:
             pub = "published" if im["published"] else "private"
             lines.append(f"    {im['name']}  id {im['image_id']}  {pub}  {im['encrypted']}")
+            modes = im.get("grant_modes", {})
             for viewer, views in sorted(im.get("grants", {}).items()):
-                lines.append(f"        {viewer}: {_fmt_views(views)} granted")
+                mode = modes.get(viewer, "offline")
+                lines.append(f"        {viewer}: {_fmt_views(views)} granted ({mode})")
         lines.append("Received images:" if r["received"] else "No received image.")
         for im in r["received"]:
             left = _fmt_views(im["views_left"])
-            lines.append(f"    {im['name']}  id {im['image_id']}  from {im['owner']}  {left} left")
+            mode = im.get("mode", "offline")
+            lines.append(f"    {im['name']}  id {im['image_id']}  from {im['owner']}  {left} left  ({mode})")
         waiting = [q for q in r.get("requests", []) if q["state"] != "received"]
         if waiting:
             lines.append("Your requests:")
@@ -391,7 +404,12 @@ def _request(args: argparse.Namespace, stdin: TextIO) -> tuple[str, dict[str, An
     if c == "request":
         return c, {"user": args.user, "image": args.image, "views": args.views, "wait": args.wait}
     if c == "accept":
-        return c, {"request_id": args.request_id, "views": args.views}
+        return c, {
+            "request_id": args.request_id,
+            "views": args.views,
+            "enforced": args.enforced,
+            "offline": args.offline,
+        }
     if c == "reject":
         return c, {"request_id": args.request_id}
     if c == "more-views":

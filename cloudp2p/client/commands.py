@@ -28,6 +28,7 @@ from twisted.logger import Logger
 
 from cloudp2p.client import errors as cerr
 from cloudp2p.client.daemon import ClientDaemon
+from cloudp2p.client.enforced import ENFORCED, OFFLINE, EnforcedCopies, mode_of
 from cloudp2p.client.identity import b64, unb64
 from cloudp2p.client.images import check_image, make_thumbnail
 from cloudp2p.client.peer import MAX_VIEWS, PeerMessage, valid_image_id, valid_username
@@ -198,6 +199,7 @@ class Stories:
         self._fetching: dict[str, defer.Deferred[Any]] = {}
         self.fetch_progress: dict[str, tuple[int, int]] = {}
         self.control_counters: Any = None  # the control socket's counters (set by the tap)
+        self.enforced = EnforcedCopies(daemon)  # the cloud's half of enforced copies (issue 17)
         daemon.online_hooks.append(self.resume_fetches)
 
     @property
@@ -709,6 +711,7 @@ class Stories:
     async def cmd_accept(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
         rid, record = self._inbox(args)
         views = arg_views(args, optional=True) or record["views"]
+        enforced = self.enforced.wanted(args)  # checked before anything changes
         if record["state"] in ("rejected", "accepted"):
             raise cerr.ClientError(f"(request {rid} is already {record['state']})")
         self.d.require_token()
@@ -738,7 +741,7 @@ class Stories:
                 f"({viewer} must be online to receive the image; the request stays in the inbox)"
             )
         total = min(MAX_VIEWS, record.get("used", 0) + views)  # a copy held before: its used views count
-        return await self._share(rid, record, image_id, image, viewer, info, total, progress)
+        return await self._share(rid, record, image_id, image, viewer, info, total, progress, enforced)
 
     async def _share(
         self,
@@ -750,6 +753,7 @@ class Stories:
         info: dict[str, Any],
         views: int,
         progress: Progress,
+        enforced: bool = False,
     ) -> dict[str, Any]:
         from cloudp2p.encryption import container
 
@@ -757,17 +761,23 @@ class Stories:
         png = await self.d.read_file(self.d.home.resolve(image["encrypted"]))
         previous = (self.state.get("grants", image_id) or {}).get(viewer)
         version = (previous["version"] + 1) if previous else 1
-        copy = await self.d.run_blocking(
-            container.grant,
-            png,
-            unb64(image["content_key"], length=32),
-            owner_ed25519=self.d.identity.ed25519_private,
-            owner_id=self.d.user_id,
-            viewer_id=info["user_id"],
-            viewer_x25519_pub=self.d.owner_public(info, "x25519"),
-            views=views,
-            version=version,
-        )
+        if enforced:  # share B is in the cloud (sealed for the viewer) before the copy leaves
+            key = unb64(image["content_key"], length=32)
+            copy = await self.enforced.grant(
+                png, key, image_id=image_id, info=info, views=views, version=version
+            )
+        else:
+            copy = await self.d.run_blocking(
+                container.grant,
+                png,
+                unb64(image["content_key"], length=32),
+                owner_ed25519=self.d.identity.ed25519_private,
+                owner_id=self.d.user_id,
+                viewer_id=info["user_id"],
+                viewer_x25519_pub=self.d.owner_public(info, "x25519"),
+                views=views,
+                version=version,
+            )
         self._close_offer(rid)
         label = f"sending {image['name']} to {viewer}"
         offer = self.d.transfers.offer(
@@ -800,6 +810,7 @@ class Stories:
             "views": views,
             "version": version,
             "max_views": max(_most_granted(previous), views),
+            "mode": mode_of(enforced),
         }
         self.state.put("grants", image_id, grants)
         delivered = await self._wait_delivery(waiter, label, len(copy), progress)
@@ -809,6 +820,7 @@ class Stories:
             "image_id": image_id,
             "image_name": image["name"],
             "views": views,
+            "mode": mode_of(enforced),
             "delivery": "peer",
             "delivered": delivered,
         }
@@ -982,6 +994,7 @@ class Stories:
                     "views_used": status.views_used,
                     "received_at": self.d.wall_clock(),
                     "request_id": rid,
+                    "mode": mode_of(env.enforced),
                 },
             )
             self.state.move_outbox(rid, "received")
@@ -1059,6 +1072,8 @@ class Stories:
         most = max(_most_granted(grant), views)
         grants[viewer] = {**grant, "views": views, "version": version, "max_views": most}
         self.state.put("grants", image_id, grants)
+        if grant.get("mode") == ENFORCED:  # the cloud's limit changes now, viewer online or not
+            await self.enforced.set_limit(image_id, grant["user_id"], views, version)
         return await self.d.send_message(viewer, "rights_update", body)
 
     async def _set_views(self, args: dict[str, Any], views: int, reason: str) -> dict[str, Any]:
@@ -1154,7 +1169,8 @@ class Stories:
     async def cmd_images(self, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
         owned = []
         for image_id, r in self.state.items("images"):
-            grants = {v: g["views"] for v, g in (self.state.get("grants", image_id) or {}).items()}
+            held = (self.state.get("grants", image_id) or {}).items()
+            grants = {v: g["views"] for v, g in held}
             owned.append(
                 {
                     "image_id": image_id,
@@ -1163,6 +1179,7 @@ class Stories:
                     "encrypted": str(self.d.home.resolve(r["encrypted"])),
                     "original": str(self.d.home.resolve(r["original"])),
                     "grants": grants,
+                    "grant_modes": {v: g.get("mode", OFFLINE) for v, g in held},
                 }
             )
         received = [
@@ -1171,6 +1188,7 @@ class Stories:
                 "name": r["name"],
                 "owner": r["owner"],
                 "views_left": r["views_left"],
+                "mode": r.get("mode", OFFLINE),
                 "path": str(self.d.home.resolve(r["container"])),
             }
             for image_id, r in self.state.items("received")
@@ -1218,11 +1236,11 @@ class Stories:
         self.d.require_registered()
         # Raises the encryption area's errors (EncryptionError subclasses) with their own messages:
         # "not shared with you", "damaged or tampered with"...
-        result = await self.d.run_blocking(
-            container.open_for_view,
-            data,
-            self.viewer(record["owner_id"], unb64(record["owner_ed25519"], length=32)),
-        )
+        viewer = self.viewer(record["owner_id"], unb64(record["owner_ed25519"], length=32))
+        if record.get("mode") == ENFORCED:  # the key share comes from the cloud, for this view only
+            result = await self.enforced.view(data, viewer, image_id, record["owner_id"])
+        else:
+            result = await self.d.run_blocking(container.open_for_view, data, viewer)
         if path is not None and result.png != data:
             await self.d.write_file(path, result.png)
         stem = _safe_stem(record["name"])
@@ -1250,6 +1268,7 @@ class Stories:
             "shown": shown,
             "views_left": result.views_left,
             "views_used": result.status.views_used,
+            "mode": record.get("mode", OFFLINE),
             **_view_output(out, data, ext, memory),
         }
 
