@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 .PHONY: install plugins test lint cluster demo hosts-demo fuzz clean screenshots bench-hosts \
 	bench-election bench-failover bench-balance bench-directory bench-transfer \
-	bench-stego bench-detect bench-encrypt bench-stress bench-amplification
+	bench-stego bench-detect bench-encrypt bench-stress bench-amplification bench-views
 
 $(STAMP): setup.cfg setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,7 +48,7 @@ fuzz: install
 	$(PY) -m bench.fuzz $(ARGS)
 
 bench-election bench-failover bench-balance bench-directory bench-transfer \
-bench-stego bench-detect bench-encrypt bench-stress bench-hosts bench-amplification: install
+bench-stego bench-detect bench-encrypt bench-stress bench-hosts bench-amplification bench-views: install
 	$(PY) -m bench.$(subst -,_,$(patsubst bench-%,%,$@)) $(ARGS)
 
 clean:

@@ -133,6 +133,24 @@ class Cloud:
     async def ack_queued(self, token: str, message_ids: list[int]) -> None:
         await self._call("ack_queued", {"token": token, "ids": message_ids})
 
+    # -- key shares of enforced copies (cloudp2p/directory/shares.py) -----------------------------
+
+    async def share_put(
+        self, token: str, image_id: str, viewer_id: str, share: str, views: int, version: int
+    ) -> dict[str, Any]:
+        args = {"token": token, "image_id": image_id, "viewer_id": viewer_id, "share": share}
+        return await self._call("share_put", {**args, "views": views, "version": version})
+
+    async def share_limit(
+        self, token: str, image_id: str, viewer_id: str, views: int, version: int
+    ) -> dict[str, Any]:
+        args = {"token": token, "image_id": image_id, "viewer_id": viewer_id}
+        return await self._call("share_limit", {**args, "views": views, "version": version})
+
+    async def share_view(self, token: str, image_id: str, owner_id: str) -> dict[str, Any]:
+        """One view counted by the cloud -> {share (sealed for us, base64), views_left, ...}."""
+        return await self._call("share_view", {"token": token, "image_id": image_id, "owner_id": owner_id})
+
     # -- encryption and status ---------------------------------------------------------------------
 
     async def encrypt(

@@ -11,6 +11,7 @@
     peer_timeout = 2.0             # seconds to wait for a peer's acknowledgement before queueing
     transfer_timeout = 60.0        # seconds a transfer may stall before it is given up (resumable)
     max_image_size = 20971520      # bytes: larger files are refused before anything is sent
+    enforced_default = false       # true: `accept` makes enforced copies unless given --offline
 
     [transfer]                     # optional: the transfer layer's own section (cloudp2p/transfer)
     chunk_size = 32768
@@ -70,6 +71,9 @@ class ClientConfig:
     peer_timeout: float = setting(2.0, positive, "seconds to wait for a peer's acknowledgement")
     transfer_timeout: float = setting(60.0, positive, "seconds a transfer may stall")
     max_image_size: int = setting(20 * 1024 * 1024, _size, "largest image accepted, in bytes")
+    enforced_default: bool = setting(
+        False, None, "grant new copies in enforced mode (views counted by the cloud) unless told otherwise"
+    )
     # the file's other sections (not keys of [client]), filled in by ``load``
     transfer: TransferConfig = attrs.field(factory=TransferConfig)
     web: WebSettings = attrs.field(factory=WebSettings)

@@ -256,6 +256,18 @@ COMMANDS: tuple[Command, ...] = (
                 option="--views",
                 parse=checks.parse_views(1),
             ),
+            Arg(
+                "enforced",
+                checks.flag,
+                "the cloud counts every view and revoke works on unviewed copies (viewing needs the cloud)",
+                option="--enforced",
+            ),
+            Arg(
+                "offline",
+                checks.flag,
+                "an offline-capable copy, even if enforced is your default",
+                option="--offline",
+            ),
         ),
         errors=(*_CLOUD, cerr.UnknownRequest, cerr.UnknownImage, cerr.UserOffline, cerr.ClientError),
         web=Web(),

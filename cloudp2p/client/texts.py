@@ -93,7 +93,8 @@ def accepted(r: JSONDict) -> str:
         return f"{r['viewer']} may now view {r['image_name']} {_views(r['views'])} in total."
     if r.get("delivered") is False:
         return f"Offered {r['image_name']} to {r['viewer']}; they have not finished fetching it yet."
-    return f"Sent {r['image_name']} to {r['viewer']} with {_views(r['views'])}."
+    how = " (enforced: the cloud counts each view)" if r.get("mode") == "enforced" else ""
+    return f"Sent {r['image_name']} to {r['viewer']} with {_views(r['views'])}{how}."
 
 
 def images(r: JSONDict) -> str:
@@ -101,12 +102,14 @@ def images(r: JSONDict) -> str:
     for im in r["owned"]:
         pub = "published" if im["published"] else "private"
         lines.append(f"    {im['name']}  id {im['image_id']}  {pub}  {im['encrypted']}")
+        modes = im.get("grant_modes", {})
         for viewer, n in sorted(im.get("grants", {}).items()):
-            lines.append(f"        {viewer}: {_views(n)} granted")
+            lines.append(f"        {viewer}: {_views(n)} granted ({modes.get(viewer, 'offline')})")
     lines.append("Received images:" if r["received"] else "No received image.")
     for im in r["received"]:
         lines.append(
             f"    {im['name']}  id {im['image_id']}  from {im['owner']}  {_views(im['views_left'])} left"
+            f"  ({im.get('mode', 'offline')})"
         )
     waiting = [q for q in r.get("requests", []) if q["state"] != "received"]
     if waiting:

@@ -68,7 +68,7 @@ async def put(
     views: int,
     version: int,
 ) -> dict:
-    """Store the sealed share and the limit; a newer version replaces an older row (views used stay)."""
+    """Store the sealed share and the limit; a version at least the row's replaces it (views used stay)."""
     await store._wait_ready()
     th, now = token_hash(token), store._now()
 
@@ -88,7 +88,9 @@ async def put(
                 (image_id, viewer_id, owner, share, views, version, now),
             )
         else:
-            _check_change(row, owner, version)
+            # The same version may come again: an accept whose offer the viewer never took
+            # (offline) is retried with the version it had, and a fresh split.
+            _check_change(row, owner, version, same_ok=True)
             tx.execute(
                 "UPDATE shares SET share = ?, views = ?, version = ?, updated = ?"
                 " WHERE image_id = ? AND viewer_id = ?",
@@ -99,10 +101,10 @@ async def put(
     return await store._journaled("share_put", request_id, now, work)
 
 
-def _check_change(row: tuple, owner: str, version: int) -> None:
+def _check_change(row: tuple, owner: str, version: int, *, same_ok: bool = False) -> None:
     if row[0] != owner:
         raise OpError("not_owner", "another user holds the key share of this image for that viewer")
-    if version <= int(row[1]):
+    if version < int(row[1]) or (version == int(row[1]) and not same_ok):
         raise OpError(
             "rights_outdated", f"version {version} is not newer than the cloud's version {int(row[1])}"
         )

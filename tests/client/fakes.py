@@ -136,6 +136,7 @@ class FakeDirectory:
         self.presence: dict[str, tuple[str, int, float]] = {}
         self.images: dict[str, dict[str, Any]] = {}
         self.queue: list[dict[str, Any]] = []
+        self.shares: dict[tuple[str, str], dict[str, Any]] = {}
         self.ids = itertools.count(1)
         self.calls: list[str] = []
         self.server_transfers = FakeTransfers(hub)
@@ -310,6 +311,51 @@ class FakeCloud:
             "owner_id": self.dir.users[owner]["user_id"],
             "name": name,
         }
+
+    # key shares of enforced copies: the rules of cloudp2p/directory/shares.py, in memory
+
+    async def share_put(self, token, image_id, viewer_id, share, views, version):
+        self.dir._check("share_put")
+        owner = self.dir.users[self.dir._user(token)]["user_id"]
+        row = self.dir.shares.get((image_id, viewer_id))
+        self._may_change(row, owner, version)
+        used = row["used"] if row else 0
+        self.dir.shares[(image_id, viewer_id)] = {
+            "owner": owner, "share": share, "views": views, "used": used, "version": version
+        }
+        return {"views": views, "used": used, "views_left": max(0, views - used)}
+
+    def _may_change(self, row, owner, version):
+        if row is not None and row["owner"] != owner:
+            raise RequestFailed("not_owner", "another user holds that share")
+        if row is not None and version <= row["version"]:
+            raise RequestFailed("rights_outdated", "not newer")
+
+    async def share_limit(self, token, image_id, viewer_id, views, version):
+        self.dir._check("share_limit")
+        owner = self.dir.users[self.dir._user(token)]["user_id"]
+        row = self.dir.shares.get((image_id, viewer_id))
+        if row is None:
+            raise RequestFailed("share_not_found", "no share")
+        self._may_change(row, owner, version)
+        if not row["share"] and views > 0:
+            raise RequestFailed("share_revoked", "revoked")
+        row.update(views=views, version=version, share=row["share"] if views else "")
+        return {"views": views, "used": row["used"], "views_left": max(0, views - row["used"])}
+
+    async def share_view(self, token, image_id, owner_id):
+        self.dir._check("share_view")
+        viewer = self.dir.users[self.dir._user(token)]["user_id"]
+        row = self.dir.shares.get((image_id, viewer))
+        if row is None or row["owner"] != owner_id:
+            raise RequestFailed("share_not_found", "no share")
+        if not row["share"]:
+            raise RequestFailed("share_revoked", "revoked")
+        if row["used"] >= row["views"]:
+            raise RequestFailed("no_views_left", "no views left")
+        row["used"] += 1
+        return {"share": row["share"], "views": row["views"], "used": row["used"],
+                "views_left": row["views"] - row["used"]}
 
     async def status(self):
         self.dir._check("status")

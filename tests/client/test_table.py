@@ -74,6 +74,8 @@ VALID = {
     "name": None,
     "image": "cat",
     "preview": False,
+    "enforced": False,
+    "offline": False,
     "user": "bob",
     "views": 3,
     "wait": 0.0,

@@ -186,3 +186,20 @@ async def test_without_a_session_nothing_is_released(store):
     owner, viewer, image_id = await _granted(store)
     args = {"token": "x" * 40, "image_id": image_id, "owner_id": owner["user_id"]}
     assert await _code(call(store, "share_view", args)) == "not_signed_in"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_retried_grant_may_reuse_its_version_but_never_go_back(store):
+    owner, viewer, image_id = await _granted(store, views=2)  # version 1
+    args = {
+        "token": owner["token"],
+        "image_id": image_id,
+        "viewer_id": viewer["user_id"],
+        "share": base64.b64encode(os.urandom(92)).decode(),
+        "views": 2,
+        "version": 1,
+    }
+    assert (await call(store, "share_put", args))["version"] == 1  # the accept, retried
+    assert (await _view(store, viewer, image_id, owner))["share"] == args["share"]
+    await _limit(store, owner, viewer, image_id, 3, 2)
+    assert await _code(call(store, "share_put", args)) == "rights_outdated"

@@ -126,6 +126,7 @@ def test_whole_story_in_the_browser(web):
     request = alice.locator("#inbox [data-request]", has_text="launch.png")
     expect(request.locator(".state")).to_have_text("pending")
     web.shot("alice", "web-inbox.png")
+    request.locator("[data-test=enforced]").check()  # the cloud counts bob's views (issue 17)
     request.locator("[data-test=accept]").click()
     expect(alice.locator("#notice")).to_contain_text("Sent launch.png to bob with 2 views")
     expect(alice.locator("#badge")).to_be_hidden()
@@ -134,6 +135,7 @@ def test_whole_story_in_the_browser(web):
     bob.locator(".tab[data-screen=received]").click()
     left = bob.locator("#received [data-test=views-left]")
     expect(left).to_have_text("2 views left")
+    expect(bob.locator("#received [data-test=mode]")).to_have_text("enforced")
     assert _view(bob) == "image"
     web.shot("bob", "web-view.png")
     assert np.array_equal(_page_pixels(bob), _rgb(original))

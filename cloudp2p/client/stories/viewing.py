@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cloudp2p.client.checks import MAX_VIEWS
+from cloudp2p.client.enforced import ENFORCED, OFFLINE, EnforcedCopies
 from cloudp2p.client.identity import b64, unb64
 from cloudp2p.client.stories.common import find, image_format, safe_stem, viewer_of
 from cloudp2p.client.stories.parts import JSONDict, Parts, Progress, Story
@@ -39,11 +40,13 @@ class Viewing(Story):
     def __init__(self, parts: Parts, fetch_progress: Callable[[str], tuple[int, int] | None]) -> None:
         super().__init__(parts)
         self.fetch_progress = fetch_progress  # (done, total) of a copy being fetched (the viewer side)
+        self.enforced = EnforcedCopies(parts)  # enforced copies ask the cloud for each view (issue 17)
 
     async def images(self, args: JSONDict, progress: Progress) -> JSONDict:
         owned = []
         for image_id, r in self.state.items("images"):
-            grants = {v: g["views"] for v, g in (self.state.get("grants", image_id) or {}).items()}
+            held = (self.state.get("grants", image_id) or {}).items()
+            grants = {v: g["views"] for v, g in held}
             owned.append(
                 {
                     "image_id": image_id,
@@ -52,6 +55,7 @@ class Viewing(Story):
                     "encrypted": str(self.session.home.resolve(r["encrypted"])),
                     "original": str(self.session.home.resolve(r["original"])),
                     "grants": grants,
+                    "grant_modes": {v: g.get("mode", OFFLINE) for v, g in held},
                 }
             )
         received = [
@@ -60,6 +64,7 @@ class Viewing(Story):
                 "name": r["name"],
                 "owner": r["owner"],
                 "views_left": r["views_left"],
+                "mode": r.get("mode", OFFLINE),
                 "path": str(self.session.home.resolve(r["container"])),
             }
             for image_id, r in self.state.items("received")
@@ -107,11 +112,11 @@ class Viewing(Story):
         self.session.require_registered()
         # Raises the encryption area's errors (EncryptionError subclasses) with their own messages:
         # "not shared with you", "damaged or tampered with"...
-        result = await self.work.run_blocking(
-            container.open_for_view,
-            data,
-            viewer_of(self.session, record["owner_id"], unb64(record["owner_ed25519"], length=32)),
-        )
+        viewer = viewer_of(self.session, record["owner_id"], unb64(record["owner_ed25519"], length=32))
+        if record.get("mode") == ENFORCED:  # the key share comes from the cloud, for this view only
+            result = await self.enforced.view(data, viewer, image_id, record["owner_id"])
+        else:
+            result = await self.work.run_blocking(container.open_for_view, data, viewer)
         if path is not None and result.png != data:
             await self.work.write_file(path, result.png)
         stem = safe_stem(record["name"])
@@ -139,6 +144,7 @@ class Viewing(Story):
             "shown": shown,
             "views_left": result.views_left,
             "views_used": result.status.views_used,
+            "mode": record.get("mode", OFFLINE),
             **_view_output(out, data, ext, memory),
         }
 

@@ -292,9 +292,14 @@ async function loadInbox() {
     ];
     if (q.state === "pending") {
       const views = el("input", { type: "number", min: 1, max: 1000, value: q.views, "aria-label": "views to grant" });
+      const enforced = el("input", { type: "checkbox", "data-test": "enforced", "aria-label": "enforced by the cloud" });
+      const mode = el("label", { class: "meta", title: "the cloud counts every view; revoke works even on unviewed copies; viewing needs the cloud" },
+        enforced, " enforced");
       const accept = el("button", { class: "primary", "data-test": "accept" }, "Accept");
       accept.addEventListener("click", action(accept, async () => {
-        const a = await run("accept", { request_id: q.request_id, views: Number(views.value) });
+        const args = { request_id: q.request_id, views: Number(views.value) };
+        if (q.kind !== "more" && enforced.checked) args.enforced = true;
+        const a = await run("accept", args);
         notify(a.kind === "more" ? `${a.viewer} may now view ${a.image_name} ${plural(a.views, "time")} in total.`
           : `Sent ${a.image_name} to ${a.viewer} with ${plural(a.views, "view")}.`);
         await loadInbox();
@@ -305,7 +310,7 @@ async function loadInbox() {
         notify("Rejected.");
         await loadInbox();
       }));
-      parts.push(views, accept, reject);
+      parts.push(views, q.kind === "more" ? null : mode, accept, reject);
     }
     return el("div", { class: "card row", "data-request": q.request_id }, parts);
   });
@@ -333,6 +338,7 @@ function renderReceived(received, requests) {
     return el("article", { class: "card row", "data-image": im.image_id },
       el("span", { class: "grow" }, el("span", { class: "name" }, im.name), " from ", el("span", { class: "name" }, im.owner)),
       el("span", { class: "state", "data-test": "views-left" }, `${plural(im.views_left, "view")} left`),
+      el("span", { class: "meta", "data-test": "mode" }, im.mode === "enforced" ? "enforced" : "offline-capable"),
       view, more, ask);
   });
   fill($("received"), cards, "Nobody has shared an image with you yet: ask on the People screen.");

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from cloudp2p.client import errors as cerr
 from cloudp2p.client.checks import MAX_VIEWS
+from cloudp2p.client.enforced import ENFORCED, EnforcedCopies, mode_of
 from cloudp2p.client.identity import b64, unb64
 from cloudp2p.client.peer import PeerMessage
 from cloudp2p.client.stories.common import background, owned
@@ -44,6 +45,7 @@ class OwnerSide(Story):
     def __init__(self, parts: Parts, machine: Machine) -> None:
         super().__init__(parts)
         self.machine = machine  # the inbox: every move of a request's state goes through it
+        self.enforced = EnforcedCopies(parts)  # the cloud's half of enforced copies (issue 17)
         self._offers: dict[str, tuple[Any, defer.Deferred[None], Any]] = {}
 
     async def stop(self) -> None:
@@ -146,6 +148,7 @@ class OwnerSide(Story):
     async def accept(self, args: JSONDict, progress: Progress) -> JSONDict:
         rid, record = self._request(args)
         views = args["views"] or record["views"]
+        enforced = self.enforced.wanted(args)  # checked before anything changes
         if record["state"] in ("rejected", "accepted"):
             raise cerr.ClientError(f"(request {rid} is already {record['state']})")
         self.session.require_token()
@@ -175,7 +178,7 @@ class OwnerSide(Story):
                 f"({viewer} must be online to receive the image; the request stays in the inbox)"
             )
         total = min(MAX_VIEWS, record.get("used", 0) + views)  # a copy held before: its used views count
-        return await self._share(rid, record, image_id, image, viewer, info, total, progress)
+        return await self._share(rid, record, image_id, image, viewer, info, total, progress, enforced)
 
     async def _share(
         self,
@@ -187,6 +190,7 @@ class OwnerSide(Story):
         info: JSONDict,
         views: int,
         progress: Progress,
+        enforced: bool = False,
     ) -> JSONDict:
         from cloudp2p.encryption import container
 
@@ -194,17 +198,23 @@ class OwnerSide(Story):
         png = await self.work.read_file(self.session.home.resolve(image["encrypted"]))
         previous = (self.state.get("grants", image_id) or {}).get(viewer)
         version = (previous["version"] + 1) if previous else 1
-        copy = await self.work.run_blocking(
-            container.grant,
-            png,
-            unb64(image["content_key"], length=32),
-            owner_ed25519=self.session.identity.ed25519_private,
-            owner_id=self.session.user_id,
-            viewer_id=info["user_id"],
-            viewer_x25519_pub=self.peers.owner_public(info, "x25519"),
-            views=views,
-            version=version,
-        )
+        if enforced:  # share B is in the cloud (sealed for the viewer) before the copy leaves
+            key = unb64(image["content_key"], length=32)
+            copy = await self.enforced.grant(
+                png, key, image_id=image_id, info=info, views=views, version=version
+            )
+        else:
+            copy = await self.work.run_blocking(
+                container.grant,
+                png,
+                unb64(image["content_key"], length=32),
+                owner_ed25519=self.session.identity.ed25519_private,
+                owner_id=self.session.user_id,
+                viewer_id=info["user_id"],
+                viewer_x25519_pub=self.peers.owner_public(info, "x25519"),
+                views=views,
+                version=version,
+            )
         self._close_offer(rid)
         label = f"sending {image['name']} to {viewer}"
         offer = self.work.transfers.offer(
@@ -237,6 +247,7 @@ class OwnerSide(Story):
             "views": views,
             "version": version,
             "max_views": max(most_granted(previous), views),
+            "mode": mode_of(enforced),
         }
         self.state.put("grants", image_id, grants)
         delivered = await self._wait_delivery(waiter, label, len(copy), progress)
@@ -246,6 +257,7 @@ class OwnerSide(Story):
             "image_id": image_id,
             "image_name": image["name"],
             "views": views,
+            "mode": mode_of(enforced),
             "delivery": "peer",
             "delivered": delivered,
         }
@@ -328,6 +340,8 @@ class OwnerSide(Story):
         most = max(most_granted(grant), views)
         grants[viewer] = {**grant, "views": views, "version": version, "max_views": most}
         self.state.put("grants", image_id, grants)
+        if grant.get("mode") == ENFORCED:  # the cloud's limit changes now, viewer online or not
+            await self.enforced.set_limit(image_id, grant["user_id"], views, version)
         return await self.peers.send_message(viewer, "rights_update", body)
 
     async def _set_views(self, args: JSONDict, views: int, reason: str) -> JSONDict:

@@ -15,6 +15,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from cloudp2p.client import errors as cerr
+from cloudp2p.client.enforced import mode_of
 from cloudp2p.client.identity import unb64
 from cloudp2p.client.peer import PeerMessage
 from cloudp2p.client.stories.common import UUID, background, find, sleep, viewer_of
@@ -264,6 +265,7 @@ class ViewerSide(Story):
                     "views_used": status.views_used,
                     "received_at": self.work.wall_clock(),
                     "request_id": rid,
+                    "mode": mode_of(env.enforced),
                 },
             )
             self.machine.move(rid, "received")
