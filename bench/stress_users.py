@@ -19,7 +19,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from cloudp2p.client.commands import ENCRYPT_ATTEMPTS
+from cloudp2p.client.stories.images import ENCRYPT_ATTEMPTS
 from cloudp2p.directory.token_seal import ReplyKey
 from cloudp2p.encryption import keywrap
 from cloudp2p.errors import CloudUnreachable, RequestFailed
@@ -322,7 +322,7 @@ class User:
     async def encrypt(self, size: str) -> None:
         """Offer the photo, ``encrypt``, fetch the result: one request, timed end to end.
 
-        As the client daemon does (cloudp2p.client.commands): when the result cannot be
+        As the client daemon does (cloudp2p.client.stories.images): when the result cannot be
         fetched (the server that ran it died after replying), ask the cloud again, at most
         ``ENCRYPT_ATTEMPTS`` times in all; the photo stays offered meanwhile.
         """

@@ -26,7 +26,7 @@ the reply under the request id in the same transaction as the change.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -94,6 +94,21 @@ class Engine(Protocol):
         """Offer the result PNG until fetched once or expired."""
 
 
+class Term(Protocol):
+    """The server's membership node as handlers see it: the term it is in."""
+
+    @property
+    def term(self) -> int: ...
+
+
+class RouterView(Protocol):
+    """The server's router as handlers see it: its status and the handler runs it journals."""
+
+    journal: Iterable[tuple[str, str, float]]
+
+    def status(self) -> JSONDict: ...
+
+
 class Host(Protocol):
     """The server as handlers see it (``ctx.server``, a ``cloudp2p.server.service.Server``).
 
@@ -102,14 +117,14 @@ class Host(Protocol):
     """
 
     id: int
-    reactor: Any
+    reactor: Any  # the reactor: time, threads, sockets
     config: Any  # the ServerConfig (``config.server``, ``config.transfer``...), None in unit tests
     directory: Directory | None
     transfers: Transfers | None
     encryption: Engine | None
-    node: Any  # the ClusterNode: ``term``
-    router: Any  # the Router: ``status()``, ``journal``
-    cpu_pool: Any  # a started ThreadPool for CPU-bound work
+    node: Term  # the ClusterNode
+    router: RouterView  # the Router
+    cpu_pool: Any  # a started twisted ThreadPool for CPU-bound work (no Twisted imported here)
     work_queue: Any  # bounds the work waiting for ``cpu_pool`` (``routing.basic_ops.WorkQueue``)
     test_ops: bool  # whether test-only operations exist on this server
 

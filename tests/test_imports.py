@@ -8,6 +8,10 @@ Every ``import`` in every module of ``cloudp2p`` counts, also those inside funct
   (``cloudp2p.tools``, the ``cloudp2p`` command in ``cloudp2p.client.cli``).
 - The two cluster components, ``membership`` and ``routing``, never import each other.
 - The ``cloudp2p`` command stays light: nothing it imports pulls in Twisted.
+- The client's layers (docs/client.md, "Layers"): the command table and its checks are light
+  and know no story; the stories reach the daemon only through their parts, never the daemon's
+  modules, the app, the tap or a front end; the daemon never imports a story, the app, the table
+  or a front end; only the tap builds the app; the web app uses the table, never the CLI.
 """
 
 from __future__ import annotations
@@ -158,3 +162,58 @@ def test_the_command_line_pulls_in_no_twisted():
             todo.extend(ARROWS[module])
     heavy = sorted(m for m in reached for name in RAW[m] if name.split(".")[0] == "twisted")
     assert heavy == []
+
+
+CLIENT = "cloudp2p.client"
+STORIES = f"{CLIENT}.stories"
+FRONT_ENDS = (f"{CLIENT}.cli", f"{CLIENT}.tap", "cloudp2p.web")
+DAEMON_CORE = tuple(
+    f"{CLIENT}.{name}"
+    for name in (
+        "daemon", "post", "peer", "state", "home", "identity", "cloud", "config",
+        "known_keys", "lookup_cache", "writer", "images", "control",
+    )
+)  # fmt: skip
+
+
+def _arrows_from(sources: tuple[str, ...], targets: tuple[str, ...]) -> list[str]:
+    return sorted(
+        f"{source} -> {target}"
+        for source, found in ARROWS.items()
+        if source.startswith(sources)
+        for target in found
+        if target.startswith(targets)
+    )
+
+
+def test_the_stories_reach_the_daemon_only_through_their_parts():
+    banned = (f"{CLIENT}.daemon", f"{CLIENT}.post", f"{CLIENT}.app", *FRONT_ENDS)
+    assert _arrows_from((STORIES,), banned) == []
+
+
+def test_the_daemon_never_imports_a_story_the_app_the_table_or_a_front_end():
+    banned = (STORIES, f"{CLIENT}.app", f"{CLIENT}.table", f"{CLIENT}.texts", *FRONT_ENDS)
+    # the client's config composes the [web] section (a config section, not the web front end)
+    arrows = [a for a in _arrows_from(DAEMON_CORE, banned) if not a.endswith("-> cloudp2p.web.config")]
+    assert arrows == []
+
+
+def test_only_the_tap_builds_the_client_app():
+    users = sorted(source for source, found in ARROWS.items() if f"{CLIENT}.app" in found)
+    assert users == [f"{CLIENT}.tap"]
+
+
+def test_the_command_table_is_light_and_knows_no_story():
+    reached, todo = set(), [f"{CLIENT}.table"]
+    while todo:
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo.extend(ARROWS[module])
+    assert sorted(m for m in reached for name in RAW[m] if name.split(".")[0] == "twisted") == []
+    assert sorted(m for m in reached if m.startswith((STORIES, f"{CLIENT}.daemon"))) == []
+
+
+def test_the_web_app_uses_the_table_never_the_command_line():
+    assert _arrows_from(("cloudp2p.web",), (f"{CLIENT}.cli", f"{CLIENT}.tap", f"{CLIENT}.app")) == []
+    assert f"{CLIENT}.table" in ARROWS["cloudp2p.web.commands"]

@@ -136,11 +136,17 @@ class ControlProtocol(LineOnlyReceiver):
 
 
 class ControlFactory(Factory):
-    def __init__(self, commands: dict[str, Command], allowed_uid: int | None = None) -> None:
+    def __init__(
+        self,
+        commands: dict[str, Command],
+        allowed_uid: int | None = None,
+        *,
+        counters: Counter[str] | None = None,
+    ) -> None:
         self.commands = commands
         self.allowed_uid = os.getuid() if allowed_uid is None else allowed_uid
         # bad_lines, unknown_commands, long_lines, failed (a command raised), bugs: shown by `status`
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter() if counters is None else counters
 
     def buildProtocol(self, addr: Any) -> ControlProtocol:
         p = ControlProtocol(self.commands, self.allowed_uid)

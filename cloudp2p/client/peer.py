@@ -37,24 +37,18 @@ from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from cloudp2p.client.checks import MAX_VIEWS, valid_username
 from cloudp2p.client.errors import PeerMessageError
 from cloudp2p.client.identity import b64, unb64, verify
-from cloudp2p.directory.validate import is_username
 from cloudp2p.encryption.keys import UserKeys
 
 VERSION = 1
 MAX_MESSAGE = 16 * 1024
-MAX_VIEWS = 1000
 MAX_IN_PROGRESS = 64  # messages being verified/applied at once; more are dropped (the sender retries)
 
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-def valid_username(value: Any) -> bool:
-    """The directory's rule (3 to 32 of ``A-Za-z0-9_.-``, starting with a letter or digit): never ``..``."""
-    return is_username(value)
 
 
 def valid_image_id(value: Any) -> bool:

@@ -13,21 +13,15 @@ and the state holds their paths relative to it. Sections:
               {name, original, encrypted, content_key, size, published, created}
 ``grants``    image_id -> {viewer -> {views, updated}}: what this owner granted
 ``received``  image_id -> copies shared with us {owner, name, container, views_granted, received_at}
-``inbox``     request_id -> requests to us as an owner (see ``INBOX_STATES``)
-``outbox``    request_id -> our requests to owners (see ``OUTBOX_STATES``)
+``inbox``     request_id -> requests to us as an owner (``sharing.machine``)
+``outbox``    request_id -> our requests to owners (``sharing.machine``)
 ``applied``   message_id -> the message's time: peer messages already applied (exactly-once),
               at most ``MAX_APPLIED``; ``applied_floor`` (top level) is the newest time evicted:
               messages that old or older are refused as replays
 ``catalog``   username -> images that user offered when last listed (`users`), to resolve names
 ``pending_rights`` image_id -> rights updates that arrived before the copy itself
 
-The share request lifecycle (docs/client.md draws it)::
-
-    owner (inbox):    pending --accept--> sending --offer acked--> accepted
-                         |                   \\--peer unreachable--> pending (accept again)
-                         \\--reject--> rejected
-    viewer (outbox):  sent | queued --share_offer--> fetching --fetched--> received
-                         \\--share_rejected--> rejected       \\--failed--> failed (retried on next offer)
+The share requests' states and their moves are ``cloudp2p.client.stories.sharing.machine``.
 """
 
 from __future__ import annotations
@@ -44,28 +38,10 @@ from cloudp2p.client.home import Home
 FORMAT = 1
 SECTIONS = ("images", "grants", "received", "inbox", "outbox", "applied", "catalog", "pending_rights")
 
-INBOX_STATES = ("pending", "sending", "accepted", "rejected")
-OUTBOX_STATES = ("sent", "queued", "fetching", "received", "rejected", "failed")
-
 # Applied message ids are kept this long (seconds); older messages are refused outright.
 APPLIED_RETENTION = 30 * 24 * 3600.0
 # ... and at most this many: beyond it the oldest go, and the floor refuses anything as old.
 MAX_APPLIED = 20_000
-
-_INBOX_MOVES = {
-    "pending": {"sending", "rejected"},
-    "sending": {"accepted", "pending", "sending"},
-    "accepted": {"sending"},  # more views granted on the same request
-    "rejected": set(),
-}
-_OUTBOX_MOVES = {
-    "sent": {"fetching", "rejected", "received"},
-    "queued": {"fetching", "rejected", "received", "sent"},
-    "fetching": {"received", "failed", "fetching"},
-    "failed": {"fetching", "received"},
-    "received": {"fetching", "received"},
-    "rejected": set(),
-}
 
 
 class StateError(HomeError):
@@ -143,25 +119,6 @@ class State:
     def items(self, section: str) -> Iterator[tuple[str, dict[str, Any]]]:
         for key, value in sorted(self._data[section].items()):
             yield key, copy.deepcopy(value)
-
-    # -- state machines ----------------------------------------------------------------------------
-
-    def move_inbox(self, request_id: str, new: str, **changes: Any) -> dict[str, Any]:
-        return self._move("inbox", _INBOX_MOVES, request_id, new, changes)
-
-    def move_outbox(self, request_id: str, new: str, **changes: Any) -> dict[str, Any]:
-        return self._move("outbox", _OUTBOX_MOVES, request_id, new, changes)
-
-    def _move(
-        self, section: str, moves: dict[str, set[str]], key: str, new: str, changes: dict[str, Any]
-    ) -> dict[str, Any]:
-        record = self._data[section].get(key)
-        if record is None:
-            raise StateError(f"no {section} entry {key!r}")
-        old = record["state"]
-        if new not in moves.get(old, set()):
-            raise StateError(f"request {key} is {old}; it cannot become {new}")
-        return self.update(section, key, state=new, **changes)
 
     # -- exactly-once application of peer messages -------------------------------------------------
 

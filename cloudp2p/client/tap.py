@@ -2,12 +2,15 @@
 
 ``Options`` checks everything it can before the reactor starts (the home is
 usable, ``DIR/client.toml`` is valid); ``makeService`` returns a
-``MultiService`` of the daemon itself and the control socket's
-``StreamServerEndpointService`` on ``unix:DIR/control.sock:mode=600``.
+``MultiService`` of the client (``ClientApp``: the daemon and its stories), the
+control socket's ``StreamServerEndpointService`` on ``unix:DIR/control.sock:mode=600``
+and the web app, both serving the same command table.
 """
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
@@ -18,7 +21,7 @@ from twisted.python import usage
 
 from cloudp2p.client import config as cconfig
 from cloudp2p.client import identity
-from cloudp2p.client.commands import Stories
+from cloudp2p.client.app import ClientApp
 from cloudp2p.client.control import ControlFactory
 from cloudp2p.client.daemon import ClientDaemon
 from cloudp2p.client.errors import HomeError
@@ -62,31 +65,26 @@ class Options(usage.Options):
 
 
 class ClientService(service.Service):
-    """Starts and stops the ``ClientDaemon`` with the application."""
+    """Starts and stops the client (``ClientApp``: the daemon and its stories) with the application."""
 
     log = Logger()
 
-    def __init__(self, daemon: ClientDaemon, stories: Stories) -> None:
-        self.daemon = daemon
-        self.stories = stories
+    def __init__(self, app: ClientApp, stop: Callable[[], None]) -> None:
+        self.app = app
+        self.stop = stop
 
     def startService(self) -> None:
         super().startService()
-        d = defer.Deferred.fromCoroutine(self.daemon.start())
+        d = defer.Deferred.fromCoroutine(self.app.start())
         d.addErrback(self._failed)
 
     def _failed(self, failure: Any) -> None:
         self.log.failure("the client daemon could not start", failure)
-        self.daemon.stop_requested()
+        self.stop()
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
-
-        async def stop() -> None:
-            await self.stories.stop()
-            await self.daemon.stop()
-
-        return defer.Deferred.fromCoroutine(stop())
+        return defer.Deferred.fromCoroutine(self.app.stop())
 
 
 class ReadyService(service.Service):
@@ -117,24 +115,25 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
 
         reactor = global_reactor
     home: Home = options["home_dir"]
-    daemon = ClientDaemon(reactor, home, options["client_config"])
-    daemon.stop_requested = lambda: reactor.stop() if reactor.running else None
-    stories = Stories(daemon)
+
+    def stop() -> None:
+        if reactor.running:
+            reactor.stop()
+
+    counters: collections.Counter[str] = collections.Counter()  # the control socket's, shown by status
+    app = ClientApp(reactor, home, options["client_config"], stop=stop, control_counters=counters)
     top = service.MultiService()
-    ClientService(daemon, stories).setServiceParent(top)
+    ClientService(app, stop).setServiceParent(top)
     path = str(home.control_socket)
     endpoint = endpoints.serverFromString(
         reactor, f"unix:{endpoints.quoteStringArgument(path)}:mode=600:lockfile=1"
     )
-    # a command's reply waits until its state changes are on disk (they are written in batches)
-    commands = daemon.saving(stories.commands())
-    factory = ControlFactory(commands)
-    stories.control_counters = factory.counters
-    control = StreamServerEndpointService(endpoint, factory)
+    commands = app.commands()  # the command table, bound to the stories
+    control = StreamServerEndpointService(endpoint, ControlFactory(commands, counters=counters))
     control._raiseSynchronously = True
     control.setServiceParent(top)
-    web = web_service(daemon, commands, options["client_config"].web, reactor)
+    web = web_service(app.daemon, app.web, commands, options["client_config"].web, reactor)
     if web is not None:
         web.setServiceParent(top)
-    ReadyService(daemon, path).setServiceParent(top)
+    ReadyService(app.daemon, path).setServiceParent(top)
     return top

@@ -57,16 +57,17 @@ import collections
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cloudp2p.config import at_least, in_range, seconds, setting
-from cloudp2p.ops import OpError, OpRegistry, RequestContext, is_busy
+from cloudp2p.ops import Host, OpError, OpRegistry, RequestContext, is_busy
 from cloudp2p.routing import client_wire as wire
 from cloudp2p.routing.cookies import CookieJar
 from cloudp2p.routing.ratelimit import RateLimits
@@ -75,6 +76,41 @@ ASSIGN = "rt.assign"
 DONE = "rt.done"
 BUSY = "rt.busy"
 _UNKNOWN_LOAD = 1e9
+
+
+class Membership(Protocol):
+    """What the router needs of the membership component (``cloudp2p.membership.ClusterNode``).
+
+    The router never imports ``membership/``: the server hands it its node, and this is all of
+    the node the router may use (who leads which term, who is alive, their loads, app messages).
+    """
+
+    server_id: int
+
+    @property
+    def term(self) -> int: ...
+
+    @property
+    def coordinator_id(self) -> int | None: ...
+
+    @property
+    def is_coordinator(self) -> bool: ...
+
+    def live_members(self) -> list[int]: ...
+
+    def ranked_members(self) -> list[int]: ...
+
+    def load_of(self, server_id: int) -> float | None: ...
+
+    def on_change(self, callback: Callable[[], None]) -> None: ...
+
+    def on_app(self, kind: str, handler: Callable[[int, dict], None]) -> None: ...
+
+    def send_app(self, peer_id: int, kind: str, body: dict) -> None: ...
+
+    def broadcast_app(self, kind: str, body: dict) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
 
 
 _count = at_least(1)
@@ -179,11 +215,11 @@ class Router:
 
     def __init__(
         self,
-        node: Any,
+        node: Membership,
         registry: OpRegistry,
         *,
-        clock: Any,
-        server: Any = None,
+        clock: IReactorTime,
+        server: Host | None = None,
         settings: RouterSettings | None = None,
         wall: Callable[[], float] = time.time,
         cookie_key: bytes | None = None,

@@ -27,7 +27,7 @@ class TransferConfig:
     offer_timeout: float = setting(
         300.0, in_range(0.05, 86400), "seconds an offer with no fetch running stays open"
     )
-    recv_buffer: int = setting(4 * 1024 * 1024, in_range(64 * 1024, 256 * 1024 * 1024), "SO_RCVBUF bytes")
+    receive_buffer: int = setting(4 * 1024 * 1024, in_range(64 * 1024, 256 * 1024 * 1024), "SO_RCVBUF bytes")
     send_buffer: int = setting(1024 * 1024, in_range(64 * 1024, 256 * 1024 * 1024), "SO_SNDBUF bytes")
     initial_window: int = setting(16, in_range(2, 65536), "congestion window at the start, in chunks")
     max_window: int = setting(4096, in_range(2, 65536), "most chunks in flight, whatever the buffers allow")

@@ -273,7 +273,7 @@ class TransferManager:
         config = self.config
         if self._listen_fn is not None:
             try:
-                return self._listen_fn(protocol), config.recv_buffer
+                return self._listen_fn(protocol), config.receive_buffer
             except OSError as e:
                 raise TransferError(f"cannot open a transfer port: {e}") from None
         try:
@@ -285,7 +285,7 @@ class TransferManager:
                 )
         except CannotListenError as e:
             raise TransferError(f"cannot open a transfer port: {e}") from None
-        want_rcv = config.recv_buffer if receive else min(config.recv_buffer, 1024 * 1024)
+        want_rcv = config.receive_buffer if receive else min(config.receive_buffer, 1024 * 1024)
         set_buffer(port, config.send_buffer, sockets.SEND)
         # Linux reports twice the requested size (bookkeeping overhead included).
         return port, set_buffer(port, want_rcv) or want_rcv

@@ -1,9 +1,9 @@
 """``WebService``: the web app as one more service of ``twistd cloudp2p-client``.
 
-``web_service(daemon, stories, reactor)`` is the one hook the client's tap calls; it
-returns ``None`` when ``[web] enabled = false``. Starting the service binds the TCP
-port (``[web] port``, 0 = the OS chooses), logs ``cloudp2p web app on URL``, gives the
-daemon its ``web_link`` (what ``cloudp2p web`` prints) and subscribes the live events
+``web_service(daemon, door, commands, settings, reactor)`` is the one hook the client's tap
+calls; it returns ``None`` when ``[web] enabled = false``. Starting the service binds the TCP
+port (``[web] port``, 0 = the OS chooses), logs ``cloudp2p web app on URL``, hands the
+``WebDoor`` its ``mint`` (the link ``cloudp2p web`` prints) and subscribes the live events
 to the daemon's state. Stopping closes the port and the event streams.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.application import service
@@ -19,6 +20,8 @@ from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 from twisted.web import resource
 
+from cloudp2p.client.stories.web import WebDoor
+from cloudp2p.client.table import Handler
 from cloudp2p.web.app import WebApp, WebSite
 from cloudp2p.web.commands import CommandRunner
 from cloudp2p.web.config import NETWORK_WARNING, WebSettings, is_loopback
@@ -41,9 +44,12 @@ class CappedFactory(WrappingFactory):
 class WebService(service.Service):
     log = Logger()
 
-    def __init__(self, daemon: Any, table: dict[str, Any], settings: WebSettings, reactor: Any) -> None:
+    def __init__(
+        self, daemon: Any, door: WebDoor, commands: Mapping[str, Handler], settings: WebSettings, reactor: Any
+    ) -> None:
         self.daemon = daemon
-        self.table = table
+        self.door = door
+        self.commands = commands
         self.settings = settings
         self.reactor = reactor
         self.port: Any = None
@@ -61,7 +67,7 @@ class WebService(service.Service):
         guard = Guard(port, extra_host=extra, clock=self.reactor.seconds)
         self.app = WebApp(
             host=self.daemon,
-            runner=CommandRunner(self.table),
+            runner=CommandRunner(self.commands),
             guard=guard,
             hub=self.hub,
             shown=ShownImages(self.reactor.seconds, s.view_seconds),
@@ -70,7 +76,7 @@ class WebService(service.Service):
         )
         site.resource = self.app
         self._url_host = extra or ("[::1]" if s.host == "::1" else "127.0.0.1")
-        self.daemon.web_link = self.link
+        self.door.mint = self.link
         self.daemon.state_listeners.append(self.hub.state_changed)
         self.hub.start()
         self._clean_spool()
@@ -99,7 +105,7 @@ class WebService(service.Service):
 
     def stopService(self) -> defer.Deferred[None] | None:
         super().stopService()
-        self.daemon.web_link = None
+        self.door.mint = None
         if self.hub.state_changed in self.daemon.state_listeners:
             self.daemon.state_listeners.remove(self.hub.state_changed)
         self.hub.stop()
@@ -109,5 +115,8 @@ class WebService(service.Service):
         return None
 
 
-def web_service(daemon: Any, table: dict[str, Any], settings: WebSettings, reactor: Any) -> WebService | None:
-    return WebService(daemon, table, settings, reactor) if settings.enabled else None
+def web_service(
+    daemon: Any, door: WebDoor, commands: Mapping[str, Handler], settings: WebSettings, reactor: Any
+) -> WebService | None:
+    """The web app over ``commands`` (the daemon's bound command table), or None when it is off."""
+    return WebService(daemon, door, commands, settings, reactor) if settings.enabled else None

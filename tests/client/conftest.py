@@ -8,27 +8,30 @@ import pytest
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from cloudp2p.client.commands import Stories
+from cloudp2p.client.app import ClientApp
 from cloudp2p.client.config import ClientConfig
-from cloudp2p.client.daemon import ClientDaemon
 from cloudp2p.client.home import Home
+from cloudp2p.client.stories.common import sleep
 from cloudp2p.testing.memnet import MemoryNetwork
 
 from .fakes import FakeCloud, FakeDirectory, FakeTransfers, TransferHub, sync_runner
 
 
 class Client:
-    def __init__(self, world: World, name: str, daemon: ClientDaemon, stories: Stories) -> None:
+    def __init__(self, world: World, name: str, app: ClientApp) -> None:
         self.world = world
         self.name = name
-        self.daemon = daemon
-        self.stories = stories
+        self.app = app
+        self.daemon = app.daemon
         self.progress: list[tuple[str, int, int]] = []
 
     def cmd(self, command: str, **args: Any) -> dict[str, Any]:
         """Run a control command to completion on the memory network's time."""
-        fn = self.daemon.saving(self.stories.commands())[command]
+        fn = self.app.commands()[command]
         return self.world.run(fn(args, lambda label, done, total: self.progress.append((label, done, total))))
+
+    async def sleep(self, seconds: float) -> None:
+        await sleep(self.daemon.reactor, seconds)
 
     def fails(self, command: str, **args: Any) -> BaseException:
         try:
@@ -71,7 +74,7 @@ class World:
         def listen(port: int, protocol: Any, interface: str) -> Any:
             return self.net.listen(protocol, ("127.0.0.1", 0), node=name)
 
-        daemon = ClientDaemon(
+        app = ClientApp(
             clock,
             home,
             cfg,
@@ -81,16 +84,14 @@ class World:
             listen_udp=listen,
             wall_clock=clock.seconds,
         )
-        stories = Stories(daemon)
-        self.run(daemon.start())
-        client = Client(self, name, daemon, stories)
+        self.run(app.start())
+        client = Client(self, name, app)
         self.clients[name] = client
         return client
 
     def stop(self, name: str) -> None:
         client = self.clients.pop(name)
-        self.run(client.stories.stop())
-        self.run(client.daemon.stop())
+        self.run(client.app.stop())
 
     def signed_up(self, name: str, password: str = "password-" + "x") -> Client:
         c = self.client(name)

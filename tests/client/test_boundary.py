@@ -56,7 +56,7 @@ def test_share_request_used_is_capped_by_the_views_the_owner_granted(world, tmp_
     assert acc["views"] == 2
     assert alice.daemon.state.get("grants", enc["image_id"])["bob"]["views"] == 2
     # a later "more" request may count at most what alice granted (2), not the claimed 998
-    world.run(bob.stories.sleep(1.0))
+    world.run(bob.sleep(1.0))
     bob.daemon.state.update("received", enc["image_id"], views_used=998)
     more = bob.cmd("more-views", image=enc["image_id"], views=3)
     assert alice.daemon.state.get("inbox", more["request_id"])["used"] == 2
@@ -192,7 +192,7 @@ def test_made_up_senders_cost_a_few_directory_lookups_not_one_each(world):
         proto.datagramReceived(
             _datagram(forger, f"made-up-{i}", "alice", "share_request", body, now), ("127.0.0.9", 4000 + i)
         )
-    world.run(alice.stories.sleep(0.5))
+    world.run(alice.sleep(0.5))
     lookups = world.directory.calls.count("lookup_user") - before
     assert lookups <= LOOKUP_BURST + 1, lookups
     guard = alice.cmd("counters")["peer_guard"]
@@ -225,14 +225,14 @@ def test_every_spelling_of_a_name_is_one_cache_entry_and_one_lookup(world):
         proto.datagramReceived(
             _datagram(forger, name, "alice", "share_request", body, now), ("127.0.0.9", 4000)
         )
-        world.run(alice.stories.sleep(0.01))
+        world.run(alice.sleep(0.01))
     assert world.directory.calls.count("lookup_user") - before == 1
     assert alice.cmd("counters")["lookup_cache"] == 1
     assert alice.cmd("inbox")["requests"] == []  # forged signatures: nothing applied
 
 
 def test_one_sender_fills_at_most_its_share_of_the_inbox(world, tmp_path):
-    from cloudp2p.client.commands import MAX_PENDING_PER_SENDER
+    from cloudp2p.client.stories.sharing.owner import MAX_PENDING_PER_SENDER
 
     alice, enc, _ = _published(world, tmp_path)
     bob = world.signed_up("bob")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
-from cloudp2p.client import commands
 from cloudp2p.client import errors as cerr
+from cloudp2p.client.stories import images
 
 from .fakes import FakeCloud, small_png
 
@@ -58,6 +58,6 @@ def test_result_lost_every_time_fails_after_a_bounded_number_of_tries(world, tmp
     alice = world.signed_up("alice")
     calls = _losing(monkeypatch, lose=1000)
     assert isinstance(alice.fails("encrypt", path=_photo(tmp_path)), cerr.TransferFailed)
-    assert len(calls) == commands.ENCRYPT_ATTEMPTS
+    assert len(calls) == images.ENCRYPT_ATTEMPTS
     assert alice.cmd("images")["owned"] == []
     assert world.hub.offers == {}

@@ -13,6 +13,7 @@ from cloudp2p.client.errors import HomeError
 from cloudp2p.client.home import Home
 from cloudp2p.client.identity import verify
 from cloudp2p.client.state import State, StateError
+from cloudp2p.client.stories.sharing import machine
 from cloudp2p.errors import ConfigError
 
 
@@ -90,15 +91,24 @@ def test_state_machines_and_persistence(tmp_path):
     home = Home(tmp_path)
     home.create()
     state = State(home)
+    inbox, outbox = machine.inbox(lambda: state), machine.outbox(lambda: state)
+    moved = []
+    inbox.observers.append(moved.append)
+    outbox.observers.append(moved.append)
     state.put("inbox", "r1", {"state": "pending", "from": "bob"})
-    state.move_inbox("r1", "sending")
-    state.move_inbox("r1", "accepted")
+    inbox.move("r1", "sending")
+    inbox.move("r1", "accepted")
     with pytest.raises(StateError, match="cannot become rejected"):
-        state.move_inbox("r1", "rejected")
+        inbox.move("r1", "rejected")
     state.put("outbox", "q1", {"state": "sent"})
-    state.move_outbox("q1", "rejected")
+    outbox.move("q1", "rejected")
     with pytest.raises(StateError):
-        state.move_outbox("q1", "fetching")
+        outbox.move("q1", "fetching")
+    assert moved == [  # the refused moves emit nothing
+        machine.Moved("inbox", "r1", "pending", "sending"),
+        machine.Moved("inbox", "r1", "sending", "accepted"),
+        machine.Moved("outbox", "q1", "sent", "rejected"),
+    ]
     state.mark_applied("m1", 1000.0)
     reloaded = State(home)
     assert reloaded.get("inbox", "r1")["state"] == "accepted" and reloaded.applied("m1")

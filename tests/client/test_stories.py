@@ -359,7 +359,7 @@ def test_request_wait_stays_until_the_copy_has_arrived(world, tmp_path):
     bob = world.signed_up("bob")
     bars = []
     args = {"user": "alice", "image": enc["image_id"], "views": 2, "wait": 30}
-    waiting = defer.Deferred.fromCoroutine(bob.stories.cmd_request(args, lambda *bar: bars.append(bar)))
+    waiting = defer.Deferred.fromCoroutine(bob.app.commands()["request"](args, lambda *bar: bars.append(bar)))
     world.net.run(0.5)
     assert not waiting.called
     (req,) = alice.cmd("inbox")["requests"]

@@ -22,6 +22,16 @@ from cloudp2p.testing.memnet import Faults, MemoryNetwork
 SECRET = b"router-membership-test-secret"
 
 
+def test_the_cluster_node_is_what_the_router_asks_for():
+    """``Router`` types its node as ``routing.router.Membership``; the real node has all of it."""
+    from cloudp2p.routing.router import Membership
+
+    wanted = {name for name in vars(Membership) if not name.startswith("_")} | {"server_id"}
+    node = ClusterNode(1, {2: ("127.0.0.1", 9)}, SECRET, clock=task.Clock(), load_source=lambda: 0.0)
+    missing = sorted(name for name in wanted if not hasattr(node, name))
+    assert missing == []
+
+
 class FakeReactor:
     def __init__(self, net: MemoryNetwork, node: str) -> None:
         self.net, self.node, self.clock = net, node, net.node_clock(node)

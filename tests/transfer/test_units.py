@@ -183,6 +183,14 @@ def test_transfer_section_defaults_and_strictness():
         schema.validate({"transfer": {"interface": "localhost"}})
 
 
+def test_socket_buffer_keys_have_one_name_in_every_section():
+    """``receive_buffer`` as in ``[server]`` and ``[cluster]``; the old ``recv_buffer`` is refused."""
+    schema = Schema((SECTION,))
+    assert schema.validate({"transfer": {"receive_buffer": 1 << 20}})["transfer"].receive_buffer == 1 << 20
+    with pytest.raises(ConfigError, match="recv_buffer"):
+        schema.validate({"transfer": {"recv_buffer": 1 << 20}})
+
+
 # -- batched sends -------------------------------------------------------------------------------
 
 
