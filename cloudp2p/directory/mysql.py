@@ -88,8 +88,9 @@ class MySQLDialect:
         self.retry_budget = failover_timeout  # seconds a transaction keeps trying (db.Database)
         self._sql_cache: dict[str, str] = {}
         self._down: dict[int, float] = {}  # node index -> monotonic time it may be tried first again
+        self._unreachable: dict[int, float] = {}  # node index -> until when its failed connect counts
         self._down_lock = threading.Lock()
-        self.counters = {"failovers": 0, "node_failures": 0, "failbacks": 0}
+        self.counters = {"failovers": 0, "node_failures": 0, "failbacks": 0, "broken_connections": 0}
         self._lease_conn: pymysql.Connection | None = None
         self._lease_holder = ""
 
@@ -122,22 +123,32 @@ class MySQLDialect:
         return [i for i in indexes if i not in down] + [i for i in indexes if i in down]
 
     def _mark_down(self, index: int) -> None:
+        """Connecting to node ``index`` failed (refused, timed out, not ready): try it last, and
+        count it towards ``all_down``."""
         with self._down_lock:
-            self._down[index] = time.monotonic() + NODE_RETRY
+            until = time.monotonic() + NODE_RETRY
+            self._down[index] = until
+            self._unreachable[index] = until
         self.counters["node_failures"] += 1
 
     def all_down(self) -> bool:
-        """Every node failed within the last ``NODE_RETRY`` seconds: answer at once, do not wait
-        for connect timeouts again (a server cut off with its node would pile requests up)."""
+        """A connect to every node failed within the last ``NODE_RETRY`` seconds: answer at once,
+        do not wait for connect timeouts again (a server cut off with its node would pile requests
+        up). Only failed connects count: a connection that broke says nothing about the next one
+        (a fenced server's connections were killed, the node is fine)."""
         now = time.monotonic()
         with self._down_lock:
-            return all(self._down.get(i, 0.0) > now for i in range(len(self.nodes)))
+            return all(self._unreachable.get(i, 0.0) > now for i in range(len(self.nodes)))
 
     def connection_failed(self, conn: Any) -> None:
-        """``db.Database`` says ``conn`` broke (lost, or its node left the primary component)."""
+        """``db.Database`` says ``conn`` broke (lost, killed by a fence, or its node left the primary
+        component): the next connection tries the other nodes first, then this one again."""
         index = getattr(conn, "cloudp2p_node", None)
-        if index is not None:
-            self._mark_down(index)
+        if index is None:
+            return
+        with self._down_lock:
+            self._down[index] = time.monotonic() + NODE_RETRY
+        self.counters["broken_connections"] += 1
 
     def keep(self, conn: Any) -> bool:
         """False for a connection to another node than the first that is due to go home."""

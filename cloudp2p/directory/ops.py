@@ -10,7 +10,8 @@ come from the network and are checked here (``validate``); every failure is an
 - ``not_signed_in``: no valid session token; ``bad_credentials``;
 - ``username_taken``, ``user_not_found``, ``image_id_taken``, ``image_not_found``,
   ``not_owner``, ``too_many_images``, ``bad_thumbnail``, ``queue_full``,
-  ``bad_cursor``, ``request_id_reused``;
+  ``bad_cursor``, ``request_id_reused``; for key shares (``shares.py``): ``share_not_found``,
+  ``share_revoked``, ``no_views_left``, ``rights_outdated``;
 - ``directory_unavailable``: this server has no directory or cannot reach its database.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from cloudp2p.directory import shares
 from cloudp2p.directory import validate as v
 from cloudp2p.directory.store import Store
 from cloudp2p.directory.token_seal import seal_token
@@ -215,6 +217,7 @@ OPS: dict[str, Handler] = {
     "queue_message": queue_message,
     "fetch_queued": fetch_queued,
     "ack_queued": ack_queued,
+    **shares.OPS,  # enforced copies: key shares released once per view
 }
 
 

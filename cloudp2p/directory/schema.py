@@ -115,6 +115,29 @@ MIGRATIONS: tuple[Migration, ...] = (
             ),
         ),
     ),
+    Migration(
+        2,
+        "key shares of enforced copies (issue 17: views counted by the cloud)",
+        (
+            Table(
+                "shares",
+                (
+                    "image_id {id} NOT NULL",
+                    "viewer_id {id} NOT NULL",
+                    "owner_id {id} NOT NULL",
+                    "share {blob} NOT NULL",  # sealed for the viewer; empty once revoked
+                    "views {int} NOT NULL",
+                    "used {int} NOT NULL",
+                    "version {int} NOT NULL",
+                    "updated {time} NOT NULL",
+                    "PRIMARY KEY (image_id, viewer_id)",
+                    "FOREIGN KEY (owner_id) REFERENCES users (id) ON DELETE CASCADE",
+                    "FOREIGN KEY (viewer_id) REFERENCES users (id) ON DELETE CASCADE",
+                ),
+                (("shares_owner", "owner_id"), ("shares_viewer", "viewer_id")),
+            ),
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -6,8 +6,10 @@ never on the reactor thread):
 * the server (``encrypt`` op): ``seal_job`` / ``seal`` -> ``Sealed`` (the PNG,
   the image id and the content key, which the server then forgets);
 * the owner's client: ``open_own`` (see one's own image), ``grant`` (a copy
-  for one viewer: wrapped key + signed rights), ``sign_rights`` (a standalone
-  signed rights update to send to a viewer);
+  for one viewer: wrapped key + signed rights), ``grant_enforced`` (a copy
+  holding only share A of the key: share B goes to the cloud, which releases
+  it once per view), ``sign_rights`` (a standalone signed rights update to
+  send to a viewer);
 * the viewer's client: ``peek`` (who is the owner? to look up their key),
   ``status`` (views left, without using one), ``open_for_view`` (use one view,
   get the image or, at zero, the cover), ``apply_rights`` (install an update).
@@ -43,6 +45,7 @@ from cloudp2p.encryption.errors import (
     RightsError,
     RightsMismatchError,
     RightsOutdatedError,
+    ShareRequiredError,
     WrongKeyError,
 )
 from cloudp2p.encryption.ledger import Ledger, LedgerEntry
@@ -152,6 +155,7 @@ class Envelope:
     viewer_id: str
     version: int
     views: int
+    enforced: bool = False  # the copy holds share A only: each view needs share B from the cloud
 
 
 @attrs.frozen
@@ -358,7 +362,10 @@ def grant_carrier(
     viewer_x25519_pub: bytes,
     views: int,
     version: int = 1,
+    share_a: bytes | None = None,
 ) -> Rights:
+    """Write the viewer's wrap and counter. ``share_a`` (from ``fmt.split_key``): an enforced copy,
+    whose wrap holds that share instead of the content key."""
     header = fmt.read_header(carrier)
     ciphertext = fmt.read_payload(carrier, header)
     fmt.decrypt_payload(content_key, header, ciphertext)  # never grant a key that does not open the image
@@ -372,8 +379,9 @@ def grant_carrier(
         version=version,
     )
     signed = SignedRights.from_bytes(blob)
-    wrapped = fmt.wrap(content_key, signed, viewer_x25519_pub, header.image_id)
-    counter = fmt.encode_counter(content_key, header.image_id, signed.rights.viewer_id, 0, version)
+    held = content_key if share_a is None else share_a  # what the viewer's key unwraps
+    wrapped = fmt.wrap(held, signed, viewer_x25519_pub, header.image_id, enforced=share_a is not None)
+    counter = fmt.encode_counter(held, header.image_id, signed.rights.viewer_id, 0, version)
     carrier.write(fmt.WRAP_START, wrapped + counter)  # adjacent regions: one pass over the image
     return signed.rights
 
@@ -405,30 +413,64 @@ def grant(
     return save_carrier(carrier, compress_level)
 
 
+def grant_enforced(
+    png: bytes,
+    content_key: bytes,
+    *,
+    owner_ed25519: Ed25519PrivateKey,
+    owner_id: str | int,
+    viewer_id: str | int,
+    viewer_x25519_pub: bytes,
+    views: int,
+    version: int = 1,
+    compress_level: int = DEFAULT_COMPRESS_LEVEL,
+) -> tuple[bytes, bytes]:
+    """An enforced copy: (the viewer's PNG, holding share A of a fresh split; share B, in clear).
+
+    Seal share B for the viewer (``keywrap.seal_share``) and hand it to the cloud with the view
+    limit; the copy alone opens nothing, even with the viewer's private key.
+    """
+    share_a, share_b = fmt.split_key(content_key)
+    carrier = load_carrier(png)
+    grant_carrier(
+        carrier,
+        content_key,
+        owner_ed25519=owner_ed25519,
+        owner_id=owner_id,
+        viewer_id=viewer_id,
+        viewer_x25519_pub=viewer_x25519_pub,
+        views=views,
+        version=version,
+        share_a=share_a,
+    )
+    return save_carrier(carrier, compress_level), share_b
+
+
 # -- viewer side -----------------------------------------------------------------------------------------
 
 
 @attrs.define
 class _Opened:
     header: fmt.Header
-    content_key: bytes
+    content_key: bytes  # the wrapped key: share A of an enforced copy
     signed: SignedRights  # as found in the image, unverified
+    enforced: bool = False
 
 
 def _open_wrap(carrier: fmt.Carrier, viewer_x25519: X25519PrivateKey) -> _Opened:
     if not isinstance(viewer_x25519, X25519PrivateKey):
         raise KeyFormatError("viewer key: expected an X25519 private key")
     header = fmt.read_header(carrier)
-    content_key, signed = fmt.unwrap(
-        carrier.read(fmt.WRAP_START, fmt.WRAP_SIZE), viewer_x25519, header.image_id
-    )
-    return _Opened(header, content_key, signed)
+    w = fmt.open_wrap(carrier.read(fmt.WRAP_START, fmt.WRAP_SIZE), viewer_x25519, header.image_id)
+    return _Opened(header, w.key, w.signed, w.enforced)
 
 
 def peek_carrier(carrier: fmt.Carrier, viewer_x25519: X25519PrivateKey) -> Envelope:
     opened = _open_wrap(carrier, viewer_x25519)
     r = opened.signed.rights
-    return Envelope(image_id_text(opened.header.image_id), r.owner_id, r.viewer_id, r.version, r.views)
+    return Envelope(
+        image_id_text(opened.header.image_id), r.owner_id, r.viewer_id, r.version, r.views, opened.enforced
+    )
 
 
 def peek(png: bytes, viewer_x25519: X25519PrivateKey) -> Envelope:
@@ -528,7 +570,7 @@ def _rewrite(
     counter = fmt.encode_counter(key, header.image_id, rights.viewer_id, views_used, rights.version)
     if state.newest.to_bytes() != state.opened.signed.to_bytes():
         viewer_pub = viewer_x25519.public_key().public_bytes_raw()
-        wrapped = fmt.wrap(key, state.newest, viewer_pub, header.image_id)
+        wrapped = fmt.wrap(key, state.newest, viewer_pub, header.image_id, enforced=state.opened.enforced)
         carrier.write(fmt.WRAP_START, wrapped + counter)  # adjacent regions: one pass
     else:
         carrier.write(fmt.COUNTER_START, counter)
@@ -544,8 +586,14 @@ def status(png: bytes, viewer: Viewer) -> ViewStatus:
     return status_carrier(load_carrier(png), viewer)
 
 
-def view_carrier(carrier: fmt.Carrier, viewer: Viewer) -> tuple[bytes | None, ViewStatus, bool]:
-    """(secret image or None, status after the view, whether the carrier changed)."""
+def view_carrier(
+    carrier: fmt.Carrier, viewer: Viewer, share: bytes | None = None
+) -> tuple[bytes | None, ViewStatus, bool]:
+    """(secret image or None, status after the view, whether the carrier changed).
+
+    ``share``: share B of an enforced copy's key, as the cloud released it for this view (opened);
+    without it an enforced copy refuses (``ShareRequiredError``) and uses no view.
+    """
     image_id = image_id_text(fmt.read_header(carrier).image_id)
     found: dict[str, Any] = {}
 
@@ -558,10 +606,19 @@ def view_carrier(carrier: fmt.Carrier, viewer: Viewer) -> tuple[bytes | None, Vi
             found["image"] = None
             return LedgerEntry(state.views_used, state.newest.rights.version, state.newest.to_bytes())
         header, key = state.opened.header, state.opened.content_key
+        if state.opened.enforced:
+            if share is None:
+                raise ShareRequiredError(
+                    "this copy is enforced: each view needs the key share from the cloud"
+                )
+            key = fmt.join_key(key, share)
         ciphertext = fmt.read_payload(carrier, header)
         try:
             compressed = fmt.decrypt_payload(key, header, ciphertext)
-        except WrongKeyError:  # the key came from an authenticated wrap: the payload is damaged
+        except WrongKeyError:
+            if state.opened.enforced:
+                raise WrongKeyError("the key share released by the cloud does not open this copy") from None
+            # the key came from an authenticated wrap: the payload is damaged
             raise CorruptContainerError("the hidden image fails its integrity check") from None
         if fmt.payload_hash(ciphertext) != state.newest.rights.payload_hash:
             raise RightsMismatchError("the rights were signed for another payload than the one in this image")
@@ -583,16 +640,19 @@ def view_carrier(carrier: fmt.Carrier, viewer: Viewer) -> tuple[bytes | None, Vi
     return found["image"], final.status(), changed
 
 
-def open_for_view(png: bytes, viewer: Viewer, *, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> ViewResult:
+def open_for_view(
+    png: bytes, viewer: Viewer, *, share: bytes | None = None, compress_level: int = DEFAULT_COMPRESS_LEVEL
+) -> ViewResult:
     """Use one view: the secret image while views remain (recorded in ledger and image), else the cover.
 
     Refuses (``RightsError``) rights not signed by ``viewer.owner_ed25519``, or
     signed for another image, viewer or owner; ``WrongKeyError`` if the image was
-    not shared with this viewer. Store ``result.png`` in place of the old file.
+    not shared with this viewer. Store ``result.png`` in place of the old file. An enforced copy
+    (``peek(...).enforced``) needs ``share``, the opened share B the cloud released for this view.
     """
     png = bytes(png)
     carrier = load_carrier(png)
-    image, st, changed = view_carrier(carrier, viewer)
+    image, st, changed = view_carrier(carrier, viewer, share)
     new_png = save_carrier(carrier, compress_level) if changed else png
     return ViewResult(image=image, cover_png=new_png, png=new_png, status=st, consumed=image is not None)
 
@@ -656,6 +716,7 @@ __all__ = [
     "Viewer",
     "apply_rights",
     "grant",
+    "grant_enforced",
     "open_for_view",
     "open_own",
     "peek",

@@ -41,6 +41,10 @@ class WrongKeyError(EncryptionError):
     """This image was not shared with you: your keys cannot open it."""
 
 
+class ShareRequiredError(EncryptionError):
+    """This copy is enforced by the cloud: each view needs the key share the cloud releases."""
+
+
 class RightsError(EncryptionError):
     """The access rights carried by this image are not valid; the image will not be shown."""
 

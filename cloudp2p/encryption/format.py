@@ -22,8 +22,13 @@ key (32) || rights length u16 || signed rights || zero padding to 262 bytes),
 with kek = HKDF-SHA256(X25519(eph, viewer), info = b"cloudp2p/wrap/v1\\0" ||
 eph_pub || viewer_pub || image_id) and AAD b"cloudp2p/wrap/v1\\0" || image_id.
 
+An *enforced* copy (issue 17) wraps share A of the content key instead of the key
+itself (``split_key``: content key = share A XOR share B; share B stays with the
+cloud) and sets the top bit of the rights length (``ENFORCED_FLAG``): the wrap
+alone no longer opens the payload.
+
 Counter: nonce (12) || AES-256-GCM(counter key, views_used u32 || rights
-version u32), counter key = HKDF-SHA256(content key, info =
+version u32), counter key = HKDF-SHA256(wrapped key, info =
 b"cloudp2p/views-used/v1\\0" || image_id), AAD = that info || viewer_id.
 
 The owner's copy (as sealed by the server) has random bytes in the wrap and
@@ -72,6 +77,8 @@ _MASK_CONTEXT = b"cloudp2p/header-mask/v1\x00"
 _WRAP_CONTEXT = b"cloudp2p/wrap/v1\x00"
 _WRAP_PLAIN = KEY_SIZE + 2 + MAX_RIGHTS_SIZE
 WRAP_SIZE = KEY_SIZE + NONCE_SIZE + _WRAP_PLAIN + TAG_SIZE  # 356
+
+ENFORCED_FLAG = 0x8000  # in the wrap's rights-length field: the wrapped key is share A of a split key
 
 _COUNTER_CONTEXT = b"cloudp2p/views-used/v1\x00"
 _COUNTER_PLAIN = struct.Struct(">II")
@@ -255,26 +262,47 @@ def payload_hash(ciphertext: bytes) -> bytes:
 # -- wrap: content key + signed rights for one viewer ----------------------------------------------------
 
 
-def wrap(content_key: bytes, signed: SignedRights, viewer_x25519_pub: bytes, image_id: bytes) -> bytes:
-    """The wrap region (``WRAP_SIZE`` bytes) for the viewer's X25519 public key (ECIES-style)."""
+def wrap(
+    content_key: bytes,
+    signed: SignedRights,
+    viewer_x25519_pub: bytes,
+    image_id: bytes,
+    *,
+    enforced: bool = False,
+) -> bytes:
+    """The wrap region (``WRAP_SIZE`` bytes) for the viewer's X25519 public key (ECIES-style).
+
+    ``enforced``: ``content_key`` is share A of a split key (``split_key``), and the wrap says so.
+    """
     content_key = _check_content_key(content_key)
     blob = signed.to_bytes()
-    plain = content_key + struct.pack(">H", len(blob)) + blob
+    length = len(blob) | (ENFORCED_FLAG if enforced else 0)
+    plain = content_key + struct.pack(">H", length) + blob
     plain += bytes(_WRAP_PLAIN - len(plain))
     out = keywrap.seal(plain, viewer_x25519_pub, _WRAP_CONTEXT, image_id, who="viewer")
     assert len(out) == WRAP_SIZE
     return out
 
 
-def unwrap(region: bytes, viewer_x25519: X25519PrivateKey, image_id: bytes) -> tuple[bytes, SignedRights]:
-    """(content key, signed rights, not yet verified) or ``WrongKeyError`` / ``CorruptContainerError``."""
+@attrs.frozen(repr=False)
+class Unwrapped:
+    """What a wrap holds: the key (the content key, or share A when ``enforced``) and the rights."""
+
+    key: bytes
+    signed: SignedRights  # not yet verified
+    enforced: bool
+
+
+def open_wrap(region: bytes, viewer_x25519: X25519PrivateKey, image_id: bytes) -> Unwrapped:
+    """The wrap opened with the viewer's key, or ``WrongKeyError`` / ``CorruptContainerError``."""
     if len(region) != WRAP_SIZE:
         raise CorruptContainerError("the wrapped-key region is truncated")
     plain = keywrap.unseal(
         region, viewer_x25519, _WRAP_CONTEXT, image_id, refusal="no key in this image is wrapped for you"
     )
-    content_key = plain[:KEY_SIZE]
-    (n,) = struct.unpack_from(">H", plain, KEY_SIZE)
+    key = plain[:KEY_SIZE]
+    (length,) = struct.unpack_from(">H", plain, KEY_SIZE)
+    enforced, n = bool(length & ENFORCED_FLAG), length & ~ENFORCED_FLAG
     blob = plain[KEY_SIZE + 2 : KEY_SIZE + 2 + n]
     if n > MAX_RIGHTS_SIZE or any(plain[KEY_SIZE + 2 + n :]):
         raise CorruptContainerError("the wrapped rights have a bad length")
@@ -282,7 +310,35 @@ def unwrap(region: bytes, viewer_x25519: X25519PrivateKey, image_id: bytes) -> t
         signed = SignedRights.from_bytes(blob)
     except RightsError as e:
         raise CorruptContainerError(f"the wrapped rights do not parse: {e.detail}") from None
-    return content_key, signed
+    return Unwrapped(key, signed, enforced)
+
+
+def unwrap(region: bytes, viewer_x25519: X25519PrivateKey, image_id: bytes) -> tuple[bytes, SignedRights]:
+    """(wrapped key, signed rights, not yet verified) or ``WrongKeyError`` / ``CorruptContainerError``.
+
+    The wrapped key is the content key of an offline-capable copy, share A of an enforced one.
+    """
+    opened = open_wrap(region, viewer_x25519, image_id)
+    return opened.key, opened.signed
+
+
+# -- split keys: enforced copies --------------------------------------------------------------------------
+
+
+def split_key(content_key: bytes) -> tuple[bytes, bytes]:
+    """Two shares of ``content_key``, (A, B) with A XOR B = key: each alone is uniformly random.
+
+    XOR (2-of-2 secret sharing) rather than a KDF of both shares, because the content key
+    exists already (the server made it at seal time) and each share must reveal nothing of it.
+    """
+    content_key = _check_content_key(content_key)
+    share_a = os.urandom(KEY_SIZE)
+    return share_a, _xor(share_a, content_key)
+
+
+def join_key(share_a: bytes, share_b: bytes) -> bytes:
+    """The content key from its two shares (``split_key``)."""
+    return _xor(_check_content_key(share_a), _check_content_key(share_b))
 
 
 # -- counter: views used -------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from cloudp2p.encryption.errors import KeyFormatError, WrongKeyError
 from cloudp2p.encryption.keys import x25519_public
 
 _CONTEXT = b"cloudp2p/owner-key/v1"
+_SHARE_CONTEXT = b"cloudp2p/view-share/v1"
 KEY_SIZE = 32
 NONCE_SIZE = 12
 TAG_SIZE = 16
@@ -89,6 +90,26 @@ def open_key(sealed: bytes, recipient: X25519PrivateKey, context: bytes) -> byte
     if not isinstance(sealed, bytes | bytearray) or len(sealed) != SEALED_SIZE:
         raise WrongKeyError(f"a sealed key is {SEALED_SIZE} bytes")
     return unseal(sealed, recipient, _CONTEXT, context, refusal="the sealed key is not for this user")
+
+
+def seal_share(share: bytes, viewer_x25519_pub: bytes, image_id: str) -> bytes:
+    """Share B of an enforced copy's key, sealed by the owner for the viewer (``SEALED_SIZE`` bytes).
+
+    The cloud keeps and releases this, once per view: it can count views, never open it.
+    """
+    if len(share) != KEY_SIZE:
+        raise KeyFormatError(f"key share: expected {KEY_SIZE} bytes")
+    return seal(share, viewer_x25519_pub, _SHARE_CONTEXT, image_id.encode("ascii"), who="viewer")
+
+
+def open_share(sealed: bytes, viewer: X25519PrivateKey, image_id: str) -> bytes:
+    """The share inside ``sealed``; ``WrongKeyError`` unless sealed for ``viewer`` and this image."""
+    if not isinstance(sealed, bytes | bytearray) or len(sealed) != SEALED_SIZE:
+        raise WrongKeyError(f"a sealed key share is {SEALED_SIZE} bytes")
+    return unseal(
+        sealed, viewer, _SHARE_CONTEXT, image_id.encode("ascii", "replace"),
+        refusal="the key share the cloud released is not for this user and image",
+    )
 
 
 def open_reply_key(reply: dict, recipient: X25519PrivateKey) -> bytes:

@@ -26,7 +26,7 @@ from cloudp2p.directory.token_seal import ReplyKey
 from cloudp2p.ops import RequestContext
 
 MYSQL_SERVER = os.environ.get("CLOUDP2P_TEST_MYSQL", "mysql://root@127.0.0.1:3306")
-TABLES = ("journal", "messages", "images", "presence", "sessions", "users")
+TABLES = ("journal", "shares", "messages", "images", "presence", "sessions", "users")
 BACKENDS = ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)]
 
 

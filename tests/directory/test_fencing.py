@@ -90,3 +90,37 @@ def test_fence_finds_only_that_servers_connections(url):
             conn.close()
         except pymysql.err.Error:
             pass
+
+
+def test_a_fenced_server_reconnects_and_keeps_answering_on_one_mariadb(url):
+    """Regression (bench-stress --outages, 335 of 10,000 requests failed): a server SIGSTOPped in the
+    middle of a transaction is fenced; on SIGCONT its killed connections must be replaced. They were
+    taken for a dead database node: the only node was marked down, and every transaction of that
+    server answered ``directory_unavailable`` for two seconds without trying to connect."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cloudp2p.directory import db
+
+    stopped = db.Database(MySQLDialect(url, busy_timeout=5, owner=1), reactor=None, pool_size=1)
+    fencer = MySQLDialect(url, owner=2)
+    idle = ThreadPoolExecutor(max_workers=1)  # a second pool thread of the stopped server
+    runs: list[int] = []
+
+    def bump(tx: db.Tx) -> int:
+        runs.append(1)
+        tx.execute("UPDATE t SET v = v + 1 WHERE k = 1")
+        if len(runs) == 1:
+            assert fencer.fence(1) == 2  # "stopped" here, holding the row lock: both connections killed
+        return tx.one("SELECT v FROM t WHERE k = 1")[0]
+
+    try:
+        assert idle.submit(stopped.run_sync, lambda tx: tx.one("SELECT 1")[0], write=False).result(10) == 1
+        assert stopped.run_sync(bump, write=True) == 1  # run again on a new connection, counted once
+        assert len(runs) == 2
+        # The other thread's connection was killed too: its next transaction reconnects as well.
+        again = idle.submit(stopped.run_sync, lambda tx: tx.one("SELECT v FROM t")[0], write=False)
+        assert again.result(10) == 1
+        assert stopped.dialect.counters["broken_connections"] == 2
+    finally:
+        idle.submit(stopped.close).result(10)
+        idle.shutdown()

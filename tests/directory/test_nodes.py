@@ -308,6 +308,22 @@ def test_all_down_is_true_only_while_every_node_is_marked(two_nodes):
     assert dialect.all_down()
 
 
+def test_a_broken_connection_sends_the_next_one_elsewhere_but_is_no_dead_node():
+    """A killed connection (fenced, or its node left the primary component) says nothing about the
+    next connect: the node is tried last, but ``all_down`` needs connects that failed."""
+    from types import SimpleNamespace
+
+    for urls in (["mysql://u@127.0.0.1/a"], ["mysql://u@127.0.0.1/a", "mysql://u@127.0.0.2/a"]):
+        dialect = MySQLDialect([parse_mysql_url(u) for u in urls])
+        for index in range(len(urls)):
+            dialect.connection_failed(SimpleNamespace(cloudp2p_node=index))
+        assert not dialect.all_down()
+        assert dialect.counters["broken_connections"] == len(urls)
+    dialect = MySQLDialect([parse_mysql_url(u) for u in urls])
+    dialect.connection_failed(SimpleNamespace(cloudp2p_node=0))
+    assert dialect._order() == [1, 0] and not dialect.all_down()
+
+
 def test_a_causality_wait_that_times_out_at_begin_moves_to_another_node():
     """BEGIN with wsrep_sync_wait gives 1205 when the node lags: not a lock conflict, a node problem."""
     dialect = MySQLDialect([parse_mysql_url("mysql://u@10.0.0.1/a"), parse_mysql_url("mysql://u@10.0.0.2/a")])

@@ -7,6 +7,7 @@ given back verbatim, or rejected with an ``OpError`` and a known code: never ano
 
 from __future__ import annotations
 
+import base64
 import json
 import unicodedata
 import uuid
@@ -21,6 +22,10 @@ from cloudp2p.ops import OpError
 from tests.directory.conftest import call, keys, new_user, png_b64
 
 CODES = {
+    "share_not_found",
+    "share_revoked",
+    "no_views_left",
+    "rights_outdated",
     "bad_request",
     "not_signed_in",
     "bad_credentials",
@@ -114,6 +119,11 @@ def valid(who: dict) -> dict[str, st.SearchStrategy]:
         "after": st.integers(0, 1000),
         "up_to": st.integers(0, 10**6),
         "ids": st.lists(st.integers(1, 10**6), max_size=5),
+        "viewer_id": st.just(who["user_id"]),
+        "owner_id": st.just(who["user_id"]),
+        "share": st.binary(min_size=92, max_size=92).map(lambda b: base64.b64encode(b).decode()),
+        "views": st.integers(0, 1000),
+        "version": st.integers(1, 5),
     }
 
 
@@ -129,6 +139,9 @@ ARGS = {
     "queue_message": ("token", "to", "to_username", "kind", "body"),
     "fetch_queued": ("token", "after", "limit"),
     "ack_queued": ("token", "up_to", "ids"),
+    "share_put": ("token", "image_id", "viewer_id", "share", "views", "version"),
+    "share_limit": ("token", "image_id", "viewer_id", "views", "version"),
+    "share_view": ("token", "image_id", "owner_id"),
 }
 
 

@@ -20,6 +20,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from cloudp2p.directory.schema import LATEST
 from cloudp2p.testing import history, workload
 from cloudp2p.testing.hosts import submit_blocking
 
@@ -113,7 +114,8 @@ def test_the_whole_story_across_hosts(cloud):
     for sid in cloud.ids:  # every server's own node has the users
         assert {"alice", "bob"} <= {r[0] for r in cloud.sql("SELECT username_key FROM users", sid=sid)}
     # three servers started together on three nodes: the schema was migrated by exactly one
-    migrated = [sid for sid, server in cloud.servers.items() if "schema version 0 -> 1" in server.log_text()]
+    line = f"schema version 0 -> {LATEST}"
+    migrated = [sid for sid, server in cloud.servers.items() if line in server.log_text()]
     assert len(migrated) == 1, migrated
 
 

@@ -33,6 +33,8 @@ OPS: list[tuple[str, dict, bool]] = [
     ("queue_message", {"token": TOKEN}, False),
     ("fetch_queued", {"token": TOKEN}, False),
     ("ack_queued", {"token": TOKEN, "up_to": 1}, False),
+    ("share_view", {"token": TOKEN, "image_id": str(uuid.uuid4()), "owner_id": str(uuid.uuid4())}, False),
+    ("share_limit", {"token": TOKEN}, False),
     ("encrypt", {"token": TOKEN}, False),
     ("no_such_op", {}, False),
     ("no_such_op", {}, True),
