@@ -122,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         key = ReplyKey()
         reply = victim.result(
-            servers, "sign_in", {"username": name, "password": PASSWORD, **key.args()}, timeout=20.0
+            servers,
+            "sign_in",
+            {"username": name, "password": PASSWORD, "port": victim.address[1], **key.args()},
+            timeout=20.0,
         )
         token = reply["token"] if "token" in reply else key.open(reply)
         for i in range(3):
@@ -143,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         page_id = uuid.uuid4().hex
         page = victim.call(servers, "list_online", {"token": token}, rid=page_id, timeout=5.0)
         assert page is not None and page["body"]["ok"], page
+        assert len(page["body"]["result"]["users"]) >= 1, page  # the victim is online: a big page
+        victim.receive(1.0)  # every server's copy of the reply
         proven = (victim.received.total() - before_in) / (victim.sent.total() - before_out)
         # what an attacker at a spoofed (unproven) address can make the servers send
         probes: list[tuple[str, RawClient, bytes]] = []
@@ -176,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             emit(f"amplification_{case}", round(worst[case], 3))
         emit("probes", len(probes))
         emit("proven_list_online", round(proven, 1))
+        emit("proven_list_online_bytes", victim.received.total() - before_in)
         top = max(worst, key=lambda k: worst[k])
         emit("amplification_max", f"{worst[top]:.3f} ({top}; target <= 1.0)")
         return 0 if worst[top] <= 1.0 else 1

@@ -16,6 +16,10 @@ of the ``--seconds`` budget (default 840 s for the whole run):
 - ``cluster_replay``: captured real server-to-server datagrams replayed after a
   new term and a restart, and forged COORDINATOR claims: coordinator and term
   must not move;
+- ``boundary``: the attacks of issue 11 (``bench.fuzz_boundary``): spoofed
+  sources (other servers' addresses, made-up ones), replayed request ids,
+  reflected replies, forged peer senders; no loop, no reply to a replayed id,
+  a few directory lookups (needs a raw socket: root);
 - ``files``: corrupted PNG/JPEG files for ``load_image`` and corrupted
   containers and rights blobs for the encryption readers.
 
@@ -42,6 +46,7 @@ NET_TARGETS = (
     "client_control",
     "transfer_offer",
     "transfer_fetch",
+    "boundary",
 )
 ALL_TARGETS = (*NET_TARGETS, "cluster_replay", "files")
 # Shares of the time budget (the files and replay targets are bounded by their own work).
@@ -52,6 +57,7 @@ WEIGHTS = {
     "client_control": 1.0,
     "transfer_offer": 1.0,
     "transfer_fetch": 1.0,
+    "boundary": 0.5,
     "cluster_replay": 0.3,
     "files": 1.5,
 }
@@ -104,7 +110,7 @@ def report(result: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
-    from bench import fuzz_files, fuzz_net, fuzz_replay
+    from bench import fuzz_boundary, fuzz_files, fuzz_net, fuzz_replay
 
     started = time.monotonic()
     out_dir = ns.out or tempfile.mkdtemp(prefix="cp2p-fuzz-out-")
@@ -128,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             emit("rig_seconds", round(time.monotonic() - started, 1))
         for i, target in enumerate(ns.targets):
             seed = ns.seed * 1000 + i
-            if target in NET_TARGETS:
+            if target == "boundary":
+                result = fuzz_boundary.fuzz_boundary(rig, ns.count, budget(target), seed)
+            elif target in NET_TARGETS:
                 result = fuzz_net.TARGETS[target](rig, ns.count, budget(target), seed)
             elif target == "cluster_replay":
                 result = fuzz_replay.replay_target(os.path.join(workdir, "replay"), budget(target), seed)

@@ -11,7 +11,9 @@ from bench import fuzz
 
 @pytest.mark.timeout(240)
 def test_real_fuzz_smoke_run(tmp_path, capsys):
-    targets = "server_client,server_cluster,client_peer,client_control,transfer_offer,transfer_fetch,files"
+    targets = (
+        "server_client,server_cluster,client_peer,client_control,transfer_offer,transfer_fetch,boundary,files"
+    )
     code = fuzz.main(
         [
             "--count",
